@@ -124,3 +124,34 @@ class SecretCipher(Protocol):
 
     def decrypt(self, ciphertext: str) -> str:
         """Raise `Unavailable`-free `SSOError` subclasses only; wrong key → `SSOError`."""
+
+
+class OpaqueTokens(Protocol):
+    """Opaque random tokens (refresh tokens, session ids), stored only as hashes."""
+
+    def new_refresh_token(self) -> str: ...
+
+    def hash(self, token: str) -> bytes: ...
+
+    def successor(self, token: str) -> str:
+        """The refresh token that replaces `token` on rotation (deterministic, keyed)."""
+
+    def new_session_id(self) -> str: ...
+
+
+class PasswordRules(Protocol):
+    def check(self, password: str, *, context_words: Sequence[str] = ()) -> None:
+        """Raise `WeakPassword`/`InvalidArgument` when the password may not be used."""
+
+
+class LegacyTokens(Protocol):
+    """The seed service's HS256 token, signed with the app's secret."""
+
+    def issue(
+        self, *, user_id: int, email: str, app_id: int, secret: str, ttl: timedelta, now: datetime
+    ) -> str: ...
+
+    def verify(self, token: str, secret: str) -> dict[str, Any]: ...
+
+    def peek(self, token: str) -> dict[str, Any]:
+        """Unverified claims (to find the app whose secret verifies the token); {} if malformed."""

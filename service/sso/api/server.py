@@ -1,0 +1,141 @@
+"""Builds and runs the gRPC server (and the HTTP listener) around the domain services.
+
+Start: register servicers, health, reflection; bind with SO_REUSEPORT so
+`sso serve --workers N` processes share one port. Stop (SIGTERM): every health
+entry goes NOT_SERVING at once, wait `drain_delay` for endpoints to update, then
+`server.stop(grace)` lets in-flight RPCs finish (gRPC's graceful-shutdown guide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sso.api.health import Check, HealthState
+from sso.api.http import HttpListener, Route
+from sso.api.interceptors import ErrorBoundary
+from sso.api.legacy import LegacyAuth, LegacyPermissions
+from sso.api.v1 import AuthV1, SessionsV1
+from sso.config import ServerSettings
+from sso.domain.auth import AuthService
+from sso.domain.ports import AccessTokenIssuer, LegacyTokens
+from sso.domain.sessions import SessionService
+from sso_proto.auth import auth_pb2, auth_pb2_grpc
+from sso_proto.sso.v1 import auth_pb2 as v1_auth_pb2
+from sso_proto.sso.v1 import auth_pb2_grpc as v1_auth_pb2_grpc
+from sso_proto.sso.v1 import sessions_pb2, sessions_pb2_grpc
+
+log = logging.getLogger("sso.server")
+
+SERVICE_NAMES = (
+    auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
+    auth_pb2.DESCRIPTOR.services_by_name["Permissions"].full_name,
+    v1_auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
+    sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name,
+)
+
+
+@dataclass
+class ServiceBundle:
+    """Everything the edge needs from the composition root."""
+
+    auth: AuthService
+    sessions: SessionService
+    access_tokens: AccessTokenIssuer
+    legacy_tokens: LegacyTokens
+    legacy_ttl: timedelta
+    issuer: str
+    checks: dict[str, Check] = field(default_factory=dict)
+
+
+class SSOServer:
+    def __init__(self, bundle: ServiceBundle, settings: ServerSettings) -> None:
+        self.bundle, self.settings = bundle, settings
+        self.health = HealthState(bundle.checks, SERVICE_NAMES)
+        self.http = HttpListener(self._routes())
+        self.port = 0
+        self.http_port = 0
+        self._server: grpc.aio.Server | None = None
+
+    def _routes(self) -> dict[str, Route]:
+        issuer = self.bundle.issuer.rstrip("/")
+
+        def jwks() -> tuple[int, dict[str, object]]:
+            return 200, dict(self.bundle.access_tokens.jwks())
+
+        def discovery() -> tuple[int, dict[str, object]]:
+            return 200, {
+                "issuer": self.bundle.issuer,
+                "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "id_token_signing_alg_values_supported": sorted(
+                    {str(k.get("alg")) for k in self.bundle.access_tokens.jwks().get("keys", [])}
+                ),
+                "subject_types_supported": ["public"],
+                "response_types_supported": ["token"],
+            }
+
+        def healthz() -> tuple[int, dict[str, object]]:
+            return 200, {"status": "ok"}
+
+        def readyz() -> tuple[int, dict[str, object]]:
+            if self.health.ready:
+                return 200, {"status": "ready"}
+            return 503, {"status": "not ready", "failing": list(self.health.failing)}
+
+        return {
+            "/.well-known/jwks.json": jwks,
+            "/.well-known/openid-configuration": discovery,
+            "/healthz": healthz,
+            "/readyz": readyz,
+        }
+
+    async def start(self, *, reuse_port: bool = True) -> int:
+        s, b = self.settings, self.bundle
+        server = grpc.aio.server(
+            interceptors=[ErrorBoundary()],
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        auth_pb2_grpc.add_AuthServicer_to_server(LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server)
+        auth_pb2_grpc.add_PermissionsServicer_to_server(LegacyPermissions(b.auth), server)
+        v1_auth_pb2_grpc.add_AuthServicer_to_server(AuthV1(b.auth, b.access_tokens), server)
+        sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsV1(b.sessions), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        if s.reflection:
+            names = (*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {s.host}:{s.port}")
+        await self.health.start()
+        await server.start()
+        self._server = server
+        if s.http_enabled:
+            self.http_port = await self.http.start(s.http_host, s.http_port, reuse_port=reuse_port)
+        log.info("serving", extra={"grpc_port": self.port, "http_port": self.http_port})
+        return self.port
+
+    async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
+        await self.health.shutdown()
+        if drain_delay:
+            await asyncio.sleep(drain_delay)
+        await self.http.stop()
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+            self._server = None
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

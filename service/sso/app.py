@@ -1,0 +1,181 @@
+"""Composition root: settings → engine, Redis, hasher, keys → domain services → server.
+
+The only module that knows every concrete adapter. `Container` owns the
+resources and closes them; `run()` is what `sso serve` executes in each worker
+process: start, wait for SIGTERM/SIGINT, drain, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sso.api.server import ServiceBundle, SSOServer
+from sso.config import Settings
+from sso.domain.auth import AuthService, TokenPolicy
+from sso.domain.ports import Denylist
+from sso.domain.sessions import SessionService
+from sso.security import keys as keyset
+from sso.security import legacy, opaque
+from sso.security.passwords import Argon2PasswordHasher
+from sso.security.policy import PasswordPolicy
+from sso.security.secretbox import SecretBox, load_data_key
+from sso.security.tokens import JwtAccessTokens
+from sso.storage.apps import SqlAppRepository
+from sso.storage.db import create_engine
+from sso.storage.denylist import MemoryDenylist, RedisDenylist
+from sso.storage.redis import create_redis
+from sso.storage.sessions import SqlSessionRepository
+from sso.storage.users import SqlUserRepository
+
+log = logging.getLogger("sso.app")
+
+
+class OpaqueTokenAdapter:
+    """Binds the opaque-token helpers to this deployment's derived HMAC key."""
+
+    def __init__(self, data_key: bytes) -> None:
+        self._key = opaque.derive_key(data_key, "refresh-successor")
+
+    def new_refresh_token(self) -> str:
+        return opaque.new_refresh_token()
+
+    def hash(self, token: str) -> bytes:
+        return opaque.hash_token(token)
+
+    def successor(self, token: str) -> str:
+        return opaque.successor(token, self._key)
+
+    def new_session_id(self) -> str:
+        return opaque.new_session_id()
+
+
+class LegacyTokenAdapter:
+    def issue(
+        self, *, user_id: int, email: str, app_id: int, secret: str, ttl: timedelta, now: datetime
+    ) -> str:
+        return legacy.issue_legacy(user_id, email, app_id, secret, ttl, now)
+
+    def verify(self, token: str, secret: str) -> dict[str, Any]:
+        return legacy.verify_legacy(token, secret)
+
+    def peek(self, token: str) -> dict[str, Any]:
+        return legacy.peek_legacy(token)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    auth: AuthService
+    sessions: SessionService
+    bundle: ServiceBundle
+    keyring: keyset.KeyRing
+    _closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def build(cls, settings: Settings) -> Container:
+        s = settings
+        if s.embedded:
+            s.home.mkdir(parents=True, exist_ok=True)
+        if s.keys.generate_if_missing and s.embedded:
+            keyset.ensure(s.keys.dir, s.keys.algorithm)
+        keyring = keyset.KeyRing.load(s.keys.dir)
+        data_key = load_data_key(s)
+        engine = create_engine(s.database)
+        closers: list[Any] = [engine.dispose]
+        denylist: Denylist
+        checks: dict[str, Any] = {}
+
+        async def db_ok() -> bool:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            return True
+
+        checks["database"] = db_ok
+        if s.redis.url is not None:
+            redis = create_redis(s.redis)
+            denylist = RedisDenylist(redis, s.redis.key_prefix)
+            closers.append(redis.aclose)
+
+            async def redis_ok() -> bool:
+                return bool(await redis.ping())
+
+            checks["redis"] = redis_ok
+        else:
+            denylist = MemoryDenylist()
+        hasher = Argon2PasswordHasher(s.passwords)
+        closers.append(hasher.close)
+        tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
+        auth = AuthService(
+            users=SqlUserRepository(engine),
+            apps=SqlAppRepository(engine, SecretBox(opaque.derive_key(data_key, "app-secrets"))),
+            sessions=SqlSessionRepository(engine),
+            denylist=denylist,
+            hasher=hasher,
+            rules=PasswordPolicy.default(s.passwords.min_length, s.passwords.max_length),
+            access_tokens=tokens,
+            opaque=OpaqueTokenAdapter(data_key),
+            policy=TokenPolicy(
+                access_ttl=s.tokens.access_ttl,
+                refresh_idle_ttl=s.tokens.refresh_idle_ttl,
+                refresh_absolute_ttl=s.tokens.refresh_absolute_ttl,
+                refresh_grace=s.tokens.refresh_grace,
+            ),
+            check_deliverability=s.email_check_deliverability,
+        )
+        sessions = SessionService(auth)
+        bundle = ServiceBundle(
+            auth=auth,
+            sessions=sessions,
+            access_tokens=tokens,
+            legacy_tokens=LegacyTokenAdapter(),
+            legacy_ttl=s.tokens.legacy_ttl,
+            issuer=s.tokens.issuer,
+            checks=checks,
+        )
+        return cls(s, auth, sessions, bundle, keyring, closers)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+async def cleanup_loop(container: Container, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await container.auth.sessions.cleanup(
+                datetime.now(UTC), keep_revoked_for=timedelta(days=1)
+            )
+            log.info("cleanup", extra={"removed": removed})
+        except Exception:
+            log.exception("cleanup failed")
+
+
+async def run(settings: Settings, *, reuse_port: bool = True) -> None:
+    container = await Container.build(settings)
+    server = SSOServer(container.bundle, settings.server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    background = [asyncio.create_task(container.keyring.watch(settings.keys.reload_interval))]
+    if settings.embedded and settings.cleanup_interval:
+        background.append(asyncio.create_task(cleanup_loop(container, settings.cleanup_interval)))
+    try:
+        await server.start(reuse_port=reuse_port)
+        await stop.wait()
+        log.info("shutting down")
+        await server.stop(drain_delay=settings.server.drain_delay)
+    finally:
+        for task in background:
+            task.cancel()
+        await container.close()
