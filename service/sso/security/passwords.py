@@ -1,0 +1,173 @@
+"""argon2id password hashing off the event loop, with a bounded queue.
+
+Why this module exists: every password check costs ~20-25 ms of CPU and ~19 MiB
+of RAM (OWASP parameters m=19456 KiB, t=2, p=1). Run on the event loop it would
+stall every other RPC; run without a bound, a login flood would queue without
+limit and exhaust memory (checklist A5, A6). argon2-cffi releases the GIL, so a
+thread pool of `workers` threads uses the cores like a process pool would
+(PERFORMANCE_NOTES.md), and at most `workers` hashes run while at most
+`max_queue` wait; anything beyond is refused at once with `Overloaded`
+(RESOURCE_EXHAUSTED), rather than letting latency grow.
+
+Passwords are normalised to NFKC before hashing and verifying (NIST 800-63B
+§5.1.1.2, checklist A3), so a fullwidth "pass" (U+FF50 ...) and the ASCII
+"pass" are the same secret; nothing else is changed (no truncation, no case
+change). Length limits belong to `sso.security.policy`; this class only
+refuses absurd inputs (more than `HARD_MAX_CHARS` code points) as a second
+line of defence, without hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from sso.config import PasswordSettings
+from sso.errors import InvalidArgument, Overloaded
+
+__all__ = ["HARD_MAX_CHARS", "SALT_BYTES", "Argon2PasswordHasher"]
+
+T = TypeVar("T")
+
+# The largest `PasswordSettings.max_length` allows; longer inputs never reach argon2.
+HARD_MAX_CHARS = 1024
+SALT_BYTES = 16
+HASH_BYTES = 32
+
+# Called after every argon2 computation with the operation ("hash", "verify",
+# "dummy_verify") and the wall time in seconds: a hook for metrics.
+Observer = Callable[[str, float], None]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
+
+
+class Argon2PasswordHasher:
+    """The `PasswordHasher` port: argon2id PHC strings, computed in worker threads.
+
+    `calls` counts argon2 computations (hash, verify and dummy verify) so tests
+    and metrics can prove that a rejected input cost nothing.
+    """
+
+    def __init__(
+        self,
+        settings: PasswordSettings,
+        *,
+        observer: Observer | None = None,
+        normalize: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._hasher = argon2.PasswordHasher(
+            time_cost=settings.time_cost,
+            memory_cost=settings.memory_kib,
+            parallelism=settings.parallelism,
+            hash_len=HASH_BYTES,
+            salt_len=SALT_BYTES,
+            type=argon2.Type.ID,
+        )
+        self._normalize = normalize
+        self._observer = observer
+        self._capacity = settings.workers + settings.max_queue
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="argon2"
+        )
+        # A well-formed hash at the current parameters whose password nobody knows:
+        # verifying against it costs exactly what a real verify costs.
+        self._dummy_hash = (
+            f"$argon2id$v={argon2.low_level.ARGON2_VERSION}"
+            f"$m={settings.memory_kib},t={settings.time_cost},p={settings.parallelism}"
+            f"${_b64(secrets.token_bytes(SALT_BYTES))}${_b64(secrets.token_bytes(HASH_BYTES))}"
+        )
+        self.calls = 0
+
+    @property
+    def pending(self) -> int:
+        """Hash computations running or waiting right now."""
+        return self._pending
+
+    def close(self) -> None:
+        """Stop the worker threads (waiting jobs are cancelled)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def hash(self, password: str) -> str:
+        if len(password) > HARD_MAX_CHARS:
+            raise InvalidArgument("password is too long", reason="PASSWORD_TOO_LONG")
+        secret = self._prepare(password)
+        try:
+            secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                "password contains invalid characters", reason="PASSWORD_INVALID"
+            ) from None
+        return await self._submit("hash", self._hasher.hash, secret)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """True only when `password` matches; False for a mismatch or any bad input."""
+        if not isinstance(password_hash, str) or not isinstance(password, str):
+            return False
+        if len(password) > HARD_MAX_CHARS or not password_hash.startswith("$argon2"):
+            return False
+        return await self._submit("verify", self._verify_sync, password_hash, password)
+
+    async def dummy_verify(self, password: str) -> None:
+        """Spend the time of one real verify (for unknown users: timing parity, B1)."""
+        candidate = password if len(password) <= HARD_MAX_CHARS else ""
+        await self._submit("dummy_verify", self._verify_sync, self._dummy_hash, candidate)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made with other parameters (or cannot be parsed)."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except (InvalidHashError, ValueError, TypeError):
+            return True
+
+    def _prepare(self, password: str) -> str:
+        return unicodedata.normalize("NFKC", password) if self._normalize else password
+
+    def _verify_sync(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, self._prepare(password))
+        except (VerificationError, InvalidHashError, ValueError, TypeError):
+            # VerifyMismatchError is a VerificationError; UnicodeEncodeError a ValueError.
+            return False
+
+    async def _submit(self, op: str, fn: Callable[..., T], *args: str) -> T:
+        with self._lock:
+            if self._pending >= self._capacity:
+                raise Overloaded(retry_after=1.0)
+            self._pending += 1
+            self.calls += 1
+        try:
+            future: Future[T] = self._executor.submit(self._timed, op, fn, *args)
+        except BaseException:
+            self._release(None)
+            raise
+        # Released when the job really ends (or is cancelled while queued), not when
+        # the awaiting coroutine is cancelled: the bound counts threads' real work.
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future: object) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _timed(self, op: str, fn: Callable[..., T], *args: str) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if self._observer is not None:
+                self._observer(op, time.perf_counter() - started)

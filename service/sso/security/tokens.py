@@ -1,0 +1,193 @@
+"""Access tokens: JWTs signed with the key ring's active key, verified strictly.
+
+Why this module exists: the access token is what every relying app trusts, so
+its verifier is where the JWT attack classes (RFC 8725, checklist F1-F3) are
+closed, in one place:
+
+- the key is found by `kid` with a bounded dict lookup (the kid is attacker
+  input: never a path, a query or a URL), and each key verifies with exactly
+  its own algorithm (`algorithms=[key.alg]`), so `none`, HS256-with-our-public-
+  key and RS/PS or ES swaps all fail;
+- only the header parameters we write (`alg`, `kid`, `typ`) are accepted:
+  `jwk`, `jku`, `x5u`, `x5c`, `crit`, `b64` ... are refused, nothing is fetched;
+- `typ` must be `at+jwt` (RFC 9068), so no other kind of JWT passes as one;
+- `exp iat nbf sub aud iss jti` are required, `iss` must match exactly, `aud`
+  must contain the expected audience (or at least be present), and the clock
+  leeway is at most 60 s.
+
+Every PyJWT exception is translated in `_translate` into `TokenExpired` or
+`TokenError` with the generic message of `sso.errors`; no token content ever
+reaches a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from sso.errors import TokenError, TokenExpired
+from sso.security.keys import KeyRing
+
+__all__ = ["ACCESS_TOKEN_TYPE", "MAX_LEEWAY", "MAX_TOKEN_CHARS", "JwtAccessTokens"]
+
+log = logging.getLogger(__name__)
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
+_ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt"})
+_ALLOWED_HEADER = frozenset({"alg", "kid", "typ"})
+REQUIRED_CLAIMS = ("exp", "iat", "nbf", "sub", "aud", "iss", "jti")
+MAX_LEEWAY = timedelta(seconds=60)
+# Compact JWS: three base64url segments, no padding (what we issue).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Far above any token we issue (~1 kB), far below the gRPC metadata limits.
+MAX_TOKEN_CHARS = 8192
+
+
+def _seconds(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
+
+
+def _numeric_date(payload: dict[str, Any], claim: str) -> float:
+    value = payload.get(claim)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TokenError()
+    return float(value)
+
+
+def _peek_header(token: str) -> dict[str, Any]:
+    """The unverified header, parsed once (PyJWT would parse the whole token twice)."""
+    if not _COMPACT.fullmatch(token):
+        raise TokenError()
+    segment = token.split(".", 1)[0]
+    header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    if not isinstance(header, dict):
+        raise TokenError()
+    return header
+
+
+def _valid_aud(aud: object) -> bool:
+    if isinstance(aud, str):
+        return bool(aud)
+    return isinstance(aud, list) and bool(aud) and all(isinstance(a, str) and a for a in aud)
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """The one place where PyJWT's (and the parsers') exceptions become ours."""
+    try:
+        yield
+    except TokenError:
+        raise
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired() from None
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        log.debug("access token rejected: %s", type(exc).__name__)
+        raise TokenError() from None
+
+
+class JwtAccessTokens:
+    """The `AccessTokenIssuer` port on top of a `KeyRing`."""
+
+    def __init__(self, keyring: KeyRing, issuer: str, leeway: timedelta | float = 30) -> None:
+        if not isinstance(leeway, timedelta):
+            leeway = timedelta(seconds=leeway)
+        if not timedelta(0) <= leeway <= MAX_LEEWAY:
+            raise ValueError("leeway must be between 0 and 60 seconds")
+        if not issuer:
+            raise ValueError("issuer must not be empty")
+        self._keyring = keyring
+        self._issuer = issuer
+        self._leeway = leeway.total_seconds()
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def issue(self, claims: dict[str, Any], *, ttl: timedelta, now: datetime) -> str:
+        """Sign `claims` plus iss, iat, nbf, exp and jti with the active key.
+
+        `claims` must hold `sub` (a string) and `aud`: a token without them would
+        never verify, so that is a programming error (`ValueError`), found here.
+        """
+        if not isinstance(claims.get("sub"), str) or not _valid_aud(claims.get("aud")):
+            raise ValueError("access-token claims need a string sub and an aud")
+        key = self._keyring.active
+        issued_at = _seconds(now)
+        payload = dict(claims)
+        payload.update(
+            iss=self._issuer,
+            iat=issued_at,
+            nbf=issued_at,
+            exp=issued_at + int(ttl.total_seconds()),
+            jti=secrets.token_urlsafe(16),
+        )
+        headers = {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
+        return jwt.encode(payload, key.private_key, algorithm=key.alg, headers=headers)
+
+    def verify(
+        self, token: str, *, audience: str | None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The verified claims; `TokenExpired` or `TokenError` otherwise."""
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            raise TokenError()
+        with _translate():
+            return self._verify(token, audience, _seconds(now or datetime.now(UTC)))
+
+    def jwks(self) -> dict[str, Any]:
+        return self._keyring.jwks()
+
+    def _verify(self, token: str, audience: str | None, now: int) -> dict[str, Any]:
+        header = _peek_header(token)
+        if not _ALLOWED_HEADER.issuperset(header):
+            raise TokenError()
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP:
+            raise TokenError()
+        key = self._keyring.get(header.get("kid"))
+        if key is None or header.get("alg") != key.alg:
+            raise TokenError()
+        decoded = jwt.decode_complete(
+            token,
+            key.public_key,
+            algorithms=[key.alg],
+            audience=audience,
+            issuer=self._issuer,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_signature": True,
+                "verify_aud": audience is not None,
+                "verify_iss": True,
+                # Time claims are checked below against the caller's clock.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+        payload: dict[str, Any] = decoded["payload"]
+        if decoded["header"] != header or not isinstance(payload, dict):
+            raise TokenError()
+        # Signature, issuer and audience are good; now the clock.
+        leeway = self._leeway
+        if _numeric_date(payload, "exp") <= now - leeway:
+            raise TokenExpired()
+        if _numeric_date(payload, "nbf") > now + leeway:
+            raise TokenError()
+        if _numeric_date(payload, "iat") > now + leeway:
+            raise TokenError()
+        if not isinstance(payload.get("sub"), str) or not isinstance(payload.get("jti"), str):
+            raise TokenError()
+        if payload.get("iss") != self._issuer or not _valid_aud(payload.get("aud")):
+            raise TokenError()
+        return payload
