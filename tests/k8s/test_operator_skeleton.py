@@ -1,0 +1,228 @@
+"""sso-operator against a real apiserver: it validates specs and records status.
+
+The operator runs in-process with ``kopf.testing.KopfRunner``, watching only the
+test's namespace. Custom resources are deleted while it still runs, so nothing
+is left behind with a finalizer.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "e2e" / "manifests"
+WAIT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def operator(namespace: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Iterator[KopfRunner]:
+    """Run sso-operator for one namespace; fail the test if it does not exit cleanly."""
+    monkeypatch.setenv("SSO_OPERATOR_BACKOFF", "1")
+    monkeypatch.setenv("SSO_OPERATOR_WATCH_TIMEOUT", "10")
+    monkeypatch.setenv("SSO_OPERATOR_LOG_FORMAT", "plain")
+    settings = kopf.OperatorSettings()
+    settings.execution.default_backoff = 1
+    settings.watching.server_timeout = 10
+    args = ["run", "--standalone", "--namespace", namespace, "--verbose"]
+    args += [*extra, "-m", "sso_operator.handlers"]
+    with KopfRunner(args, timeout=60, settings=settings) as runner:
+        yield runner
+    assert runner.exit_code == 0, runner.output
+    assert runner.exception is None
+
+
+def wait_for(
+    get: Callable[[], Any], accept: Callable[[Any], bool], what: str, timeout: float = WAIT_S
+) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = get()
+        if accept(value):
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(value)[:2000]}")
+
+
+def get_or_none(kube_cluster: Any, kind: str, name: str, namespace: str) -> Any:
+    result = kube_cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def wait_for_phase(
+    kube_cluster: Any, kind: str, name: str, namespace: str, phase: str, generation: int = 1
+) -> dict[str, Any]:
+    obj: dict[str, Any] = wait_for(
+        lambda: get_or_none(kube_cluster, kind, name, namespace),
+        lambda obj: (
+            obj is not None
+            and obj.get("status", {}).get("phase") == phase
+            and obj["status"].get("observedGeneration") == generation
+        ),
+        f"{kind} {namespace}/{name} phase {phase} at generation {generation}",
+    )
+    return obj
+
+
+def delete_and_wait(kube_cluster: Any, kind: str, name: str, namespace: str) -> None:
+    kube_cluster.kubectl("delete", kind, name, "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: get_or_none(kube_cluster, kind, name, namespace),
+        lambda obj: obj is None,
+        f"{kind} {namespace}/{name} to be deleted",
+    )
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for item in obj["status"]["conditions"]:
+        if item["type"] == type_:
+            found: dict[str, Any] = item
+            return found
+    raise AssertionError(f"no {type_} condition in {obj['status']}")
+
+
+def events_for(kube_cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube_cluster.get_json(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return items
+
+
+def test_minimal_instance_becomes_pending(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    with operator(namespace, monkeypatch, f"--liveness=http://127.0.0.1:{port}/healthz"):
+        kube_cluster.kubectl(
+            "apply",
+            "--server-side",
+            "-n",
+            namespace,
+            "-f",
+            str(MANIFESTS / "ssoinstance-minimal.yaml"),
+        )
+        obj = wait_for_phase(kube_cluster, "ssoinstance", "sso", namespace, "Pending")
+        status = obj["status"]
+        assert status["observedGeneration"] == obj["metadata"]["generation"] == 1
+        assert [c["type"] for c in status["conditions"]] == [
+            "Ready",
+            "DatabaseReady",
+            "CacheReady",
+            "ServiceReady",
+            "KeysReady",
+            "BackupReady",
+        ]
+        ready = condition(obj, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Provisioning")
+        assert ready["observedGeneration"] == 1 and ready["lastTransitionTime"]
+        assert status["endpoint"] == f"sso.{namespace}.svc:50051"
+        assert status["issuer"] == f"http://sso.{namespace}.svc:8080"
+        assert status["jwksUri"] == f"http://sso.{namespace}.svc:8080/.well-known/jwks.json"
+        assert status["replicas"] == {"desired": 2, "ready": 0, "summary": "0/2"}
+        # kopf's bookkeeping uses our prefix.
+        annotations = obj["metadata"].get("annotations", {})
+        assert "sso.dev/last-handled-configuration" in annotations
+        assert not any(key.startswith("kopf.zalando.org") for key in annotations)
+
+        table = kube_cluster.kubectl("get", "ssoi", "-n", namespace).stdout.splitlines()
+        assert table[0].split() == ["NAME", "PHASE", "READY", "ENDPOINT", "INSTANCES", "AGE"]
+        assert table[1].split()[:5] == ["sso", "Pending", "False", status["endpoint"], "0/2"]
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.status == 200
+
+        # An update is reconciled too: a new generation, and the new replica count.
+        kube_cluster.kubectl(
+            "patch", "ssoi", "sso", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":3}}'
+        )
+        obj = wait_for_phase(kube_cluster, "ssoinstance", "sso", namespace, "Pending", 2)
+        assert obj["status"]["replicas"]["summary"] == "0/3"
+        assert condition(obj, "Ready")["lastTransitionTime"] == ready["lastTransitionTime"]
+        assert any(e["reason"] == "Validated" for e in events_for(kube_cluster, namespace, "sso"))
+
+        delete_and_wait(kube_cluster, "ssoinstance", "sso", namespace)
+
+
+def test_spec_invalid_beyond_the_schema_fails_then_recovers(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = MANIFESTS / "rejected-by-operator" / "backup-schedule-out-of-range.yaml"
+    expect = next(
+        line.removeprefix("# expect:").strip()
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect:")
+    )
+    name = yaml.safe_load(path.read_text())["metadata"]["name"]
+    with operator(namespace, monkeypatch) as runner:
+        kube_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", str(path))
+        obj = wait_for_phase(kube_cluster, "ssoinstance", name, namespace, "Failed")
+        ready = condition(obj, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert expect in ready["message"]
+        warnings = [e for e in events_for(kube_cluster, namespace, name) if e["type"] == "Warning"]
+        assert any(e["reason"] == "InvalidSpec" and expect in e["message"] for e in warnings)
+
+        # Fixing the spec brings it back to Pending (a permanent failure is per generation).
+        kube_cluster.kubectl(
+            "patch",
+            "ssoi",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"backup":{"schedule":"15 3 * * *"}}}',
+        )
+        obj = wait_for_phase(kube_cluster, "ssoinstance", name, namespace, "Pending", 2)
+        assert condition(obj, "Ready")["reason"] == "Provisioning"
+        delete_and_wait(kube_cluster, "ssoinstance", name, namespace)
+    assert expect in runner.output
+
+
+def test_existing_resources_are_resumed(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for manifest in ("ssoinstance-full.yaml", "ssoinstance-external.yaml", "clientapp.yaml"):
+        kube_cluster.kubectl(
+            "apply", "--server-side", "-n", namespace, "-f", str(MANIFESTS / manifest)
+        )
+    with operator(namespace, monkeypatch):
+        full = wait_for_phase(kube_cluster, "ssoinstance", "sso-full", namespace, "Pending")
+        assert full["status"]["issuer"] == "https://sso.example.com"
+        assert full["status"]["jwksUri"] == "https://sso.example.com/.well-known/jwks.json"
+        assert full["status"]["replicas"]["summary"] == "0/3"
+        assert full["status"]["database"]["instances"] == 3
+        external = wait_for_phase(kube_cluster, "ssoinstance", "sso-external", namespace, "Pending")
+        assert external["status"]["database"] == {"mode": "external"}
+        app = wait_for_phase(kube_cluster, "clientapp", "billing", namespace, "Pending")
+        assert app["status"]["secretName"] == "billing-sso-credentials"
+        assert app["status"]["instance"] == f"{namespace}/sso"
+        assert condition(app, "Ready")["reason"] == "WaitingForInstance"
+        table = kube_cluster.kubectl("get", "capp", "-n", namespace).stdout.splitlines()
+        assert table[0].split() == ["NAME", "INSTANCE", "APP", "ID", "SECRET", "PHASE", "AGE"]
+        assert table[1].split()[:4] == ["billing", "sso", "billing-sso-credentials", "Pending"]
+        for kind, name in (
+            ("clientapp", "billing"),
+            ("ssoinstance", "sso-full"),
+            ("ssoinstance", "sso-external"),
+        ):
+            delete_and_wait(kube_cluster, kind, name, namespace)
