@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -62,10 +63,10 @@ class LegacyTokenAdapter:
         return legacy.issue_legacy(user_id, email, app_id, secret, ttl, now)
 
     def verify(self, token: str, secret: str) -> dict[str, Any]:
-        return legacy.verify_legacy(token, secret)
+        return dataclasses.asdict(legacy.verify_legacy(token, secret))
 
     def peek(self, token: str) -> dict[str, Any]:
-        return legacy.peek_legacy(token)
+        return dict(legacy.peek_legacy(token))
 
 
 @dataclass
@@ -113,11 +114,11 @@ class Container:
         tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
         auth = AuthService(
             users=SqlUserRepository(engine),
-            apps=SqlAppRepository(engine, SecretBox(opaque.derive_key(data_key, "app-secrets"))),
+            apps=SqlAppRepository(engine, SecretBox.from_data_key(data_key)),
             sessions=SqlSessionRepository(engine),
             denylist=denylist,
             hasher=hasher,
-            rules=PasswordPolicy.default(s.passwords.min_length, s.passwords.max_length),
+            rules=PasswordPolicy.from_settings(s.passwords),
             access_tokens=tokens,
             opaque=OpaqueTokenAdapter(data_key),
             policy=TokenPolicy(

@@ -30,3 +30,16 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.
         assert error.code() == code, (error.code(), error.details())
         return error
     raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+async def http_get_json(url: str) -> Any:
+    """GET from the in-process server without blocking its event loop."""
+    import asyncio
+    import json
+    import urllib.request
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
+            return json.load(response)
+
+    return await asyncio.to_thread(fetch)

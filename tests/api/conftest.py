@@ -49,7 +49,9 @@ class Running:
         return f"http://127.0.0.1:{self.server.http_port}"
 
 
-def make_settings(tmp: Path, db_url: str, redis_url: str | None = None, **tokens: object) -> Settings:
+def make_settings(
+    tmp: Path, db_url: str, redis_url: str | None = None, **tokens: object
+) -> Settings:
     keyset.ensure(tmp / "keys", "RS256")
     return Settings(
         home=tmp,

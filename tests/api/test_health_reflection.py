@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import grpc
-from api_helpers import expect_error
+from api_helpers import expect_error, http_get_json
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -19,8 +16,7 @@ async def test_health_services(sso_server) -> None:
     await expect_error(
         stub.Check(health_pb2.HealthCheckRequest(service="nope")), grpc.StatusCode.NOT_FOUND
     )
-    with urllib.request.urlopen(f"{sso_server.http}/readyz") as r:  # noqa: S310
-        assert json.load(r) == {"status": "ready"}
+    assert await http_get_json(f"{sso_server.http}/readyz") == {"status": "ready"}
 
 
 async def test_health_goes_not_serving_on_shutdown(sso_server) -> None:

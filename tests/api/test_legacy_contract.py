@@ -18,10 +18,14 @@ def legacy(sso_server):  # type: ignore[no-untyped-def]
 
 
 async def test_register_login_and_verify_token_with_app_secret(sso_server, legacy) -> None:
-    reg = await legacy.Register(auth_pb2.RegisterRequest(email="Go.Client@Example.com", password=STRONG))
+    reg = await legacy.Register(
+        auth_pb2.RegisterRequest(email="Go.Client@Example.com", password=STRONG)
+    )
     assert reg.user_id > 0
     resp = await legacy.Login(
-        auth_pb2.LoginRequest(email="go.client@example.com", password=STRONG, app_id=sso_server.app.id)
+        auth_pb2.LoginRequest(
+            email="go.client@example.com", password=STRONG, app_id=sso_server.app.id
+        )
     )
     # A Go client verifies with the app secret, HS256.
     claims = jwt.decode(resp.token, sso_server.app.secret, algorithms=["HS256"])
@@ -32,7 +36,7 @@ async def test_register_login_and_verify_token_with_app_secret(sso_server, legac
     assert 3500 < claims["exp"] - time.time() <= 3600
     assert jwt.get_unverified_header(resp.token)["alg"] == "HS256"
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(resp.token, "another-secret", algorithms=["HS256"])
+        jwt.decode(resp.token, "another-secret-of-32-bytes-or-more", algorithms=["HS256"])
 
 
 @pytest.mark.parametrize(
@@ -86,9 +90,12 @@ async def test_is_admin_on_both_services(sso_server, legacy) -> None:
     assert (await legacy.IsAdmin(auth_pb2.IsAdminRequest(user_id=reg.user_id))).is_admin is False
     await sso_server.container.auth.users.set_admin(reg.user_id, True)
     permissions = auth_pb2_grpc.PermissionsStub(sso_server.channel)
-    assert (await permissions.IsAdmin(auth_pb2.IsAdminRequest(user_id=reg.user_id))).is_admin is True
+    assert (
+        await permissions.IsAdmin(auth_pb2.IsAdminRequest(user_id=reg.user_id))
+    ).is_admin is True
     error = await expect_error(
-        legacy.IsAdmin(auth_pb2.IsAdminRequest(user_id=reg.user_id + 1000)), grpc.StatusCode.NOT_FOUND
+        legacy.IsAdmin(auth_pb2.IsAdminRequest(user_id=reg.user_id + 1000)),
+        grpc.StatusCode.NOT_FOUND,
     )
     assert error.details() == "user not found"
     error = await expect_error(
@@ -105,6 +112,8 @@ async def test_logout_reports_whether_the_token_is_genuine(sso_server, legacy) -
         )
     ).token
     assert (await legacy.Logout(auth_pb2.LogoutRequest(token=token))).success is True
-    forged = jwt.encode({"uid": 1, "email": "x", "exp": 9999999999, "app_id": sso_server.app.id}, "k" * 32)
+    forged = jwt.encode(
+        {"uid": 1, "email": "x", "exp": 9999999999, "app_id": sso_server.app.id}, "k" * 32
+    )
     assert (await legacy.Logout(auth_pb2.LogoutRequest(token=forged))).success is False
     assert (await legacy.Logout(auth_pb2.LogoutRequest(token="garbage"))).success is False

@@ -24,9 +24,7 @@ async def test_concurrent_registers_of_one_email_on_postgres(sso_pg_redis, count
         ),
         return_exceptions=True,
     )
-    codes = Counter(
-        r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in results
-    )
+    codes = Counter(r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in results)
     assert codes == {"OK": 1, "ALREADY_EXISTS": count - 1}, codes
     user = await sso_pg_redis.container.auth.users.get_by_email("race@example.com")
     assert user is not None

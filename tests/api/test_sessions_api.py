@@ -11,14 +11,15 @@ from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc, sessions_pb2, sessions_pb2
 async def _sessions(sso_server, email: str, count: int) -> list[auth_pb2.TokenPair]:  # type: ignore[no-untyped-def]
     auth = auth_pb2_grpc.AuthStub(sso_server.channel)
     await auth.Register(auth_pb2.RegisterRequest(email=email, password=STRONG))
-    pairs = []
+    pairs: list[auth_pb2.TokenPair] = []
     for i in range(count):
-        resp = await auth.Login(
-            auth_pb2.LoginRequest(
-                email=email, password=STRONG, app_id=sso_server.app.id, device_name=f"dev{i}"
-            ),
-            metadata=(("user-agent", f"agent-{i}"),),
-        )
+        options = [("grpc.primary_user_agent", f"agent-{i}/1.0")]
+        async with grpc.aio.insecure_channel(sso_server.target, options=options) as channel:
+            resp = await auth_pb2_grpc.AuthStub(channel).Login(
+                auth_pb2.LoginRequest(
+                    email=email, password=STRONG, app_id=sso_server.app.id, device_name=f"dev{i}"
+                )
+            )
         pairs.append(resp.tokens)
     return pairs
 
@@ -33,7 +34,9 @@ async def test_list_revoke_one_and_all(sso_server) -> None:
     a, b, c = await _sessions(sso_server, "s@example.com", 3)
     other = (await _sessions(sso_server, "other@example.com", 1))[0]
 
-    listed = (await stub.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=bearer(a))).sessions
+    listed = (
+        await stub.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=bearer(a))
+    ).sessions
     assert {s.session_id for s in listed} == {a.session_id, b.session_id, c.session_id}
     assert [s.current for s in listed if s.session_id == a.session_id] == [True]
     assert {s.device_name for s in listed} == {"dev0", "dev1", "dev2"}
@@ -42,7 +45,9 @@ async def test_list_revoke_one_and_all(sso_server) -> None:
 
     # Another user's session is "not found", never "forbidden".
     error = await expect_error(
-        stub.RevokeSession(sessions_pb2.RevokeSessionRequest(session_id=other.session_id), metadata=bearer(a)),
+        stub.RevokeSession(
+            sessions_pb2.RevokeSessionRequest(session_id=other.session_id), metadata=bearer(a)
+        ),
         grpc.StatusCode.NOT_FOUND,
     )
     assert reason_of(error) == "SESSION_NOT_FOUND"
@@ -69,7 +74,9 @@ async def test_list_revoke_one_and_all(sso_server) -> None:
     # The other user is untouched.
     await auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=other.access_token))
 
-    resp_all = await stub.RevokeAllSessions(sessions_pb2.RevokeAllSessionsRequest(), metadata=bearer(a))
+    resp_all = await stub.RevokeAllSessions(
+        sessions_pb2.RevokeAllSessionsRequest(), metadata=bearer(a)
+    )
     assert resp_all.revoked == 1
     await expect_error(
         stub.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=bearer(a)),

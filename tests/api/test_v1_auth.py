@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import grpc
 import jwt
 import pytest
-from api_helpers import STRONG, expect_error, reason_of
+from api_helpers import STRONG, expect_error, http_get_json, reason_of
 
 from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc
 
@@ -35,7 +34,9 @@ async def test_login_returns_a_verifiable_token_pair(sso_server, stub) -> None:
     assert len(pair.refresh_token) >= 43
     header = jwt.get_unverified_header(pair.access_token)
     assert header["alg"] == "RS256" and header["kid"] and header["typ"] == "at+jwt"
-    claims = (await stub.ValidateToken(auth_pb2.ValidateTokenRequest(token=pair.access_token))).claims
+    claims = (
+        await stub.ValidateToken(auth_pb2.ValidateTokenRequest(token=pair.access_token))
+    ).claims
     assert claims.sid == pair.session_id and claims.email == "user@example.com"
     assert claims.iss == "http://127.0.0.1/sso" and list(claims.aud) == [str(sso_server.app.id)]
     assert claims.exp - claims.iat == 300 and list(claims.amr) == ["pwd"] and claims.jti
@@ -44,12 +45,11 @@ async def test_login_returns_a_verifiable_token_pair(sso_server, stub) -> None:
 
 async def test_jwks_and_discovery_let_a_standard_library_verify(sso_server, stub) -> None:
     pair = await login(stub, sso_server.app.id)
-    with urllib.request.urlopen(f"{sso_server.http}/.well-known/openid-configuration") as r:  # noqa: S310
-        discovery = json.load(r)
+    discovery = await http_get_json(f"{sso_server.http}/.well-known/openid-configuration")
     assert discovery["issuer"] == "http://127.0.0.1/sso"
     jwks_uri = f"{sso_server.http}/.well-known/jwks.json"
     client = jwt.PyJWKClient(jwks_uri)
-    key = client.get_signing_key_from_jwt(pair.access_token)
+    key = await asyncio.to_thread(client.get_signing_key_from_jwt, pair.access_token)
     claims = jwt.decode(
         pair.access_token,
         key.key,
@@ -60,8 +60,7 @@ async def test_jwks_and_discovery_let_a_standard_library_verify(sso_server, stub
     )
     assert claims["sid"] == pair.session_id
     grpc_jwks = json.loads((await stub.GetJwks(auth_pb2.GetJwksRequest())).jwks_json)
-    with urllib.request.urlopen(jwks_uri) as r:  # noqa: S310
-        assert json.load(r) == grpc_jwks
+    assert await http_get_json(jwks_uri) == grpc_jwks
 
 
 async def test_register_errors_carry_reasons(stub) -> None:
@@ -71,8 +70,14 @@ async def test_register_errors_carry_reasons(stub) -> None:
         (auth_pb2.RegisterRequest(email="a@example.com", password="short"), "PASSWORD_TOO_SHORT"),
         (auth_pb2.RegisterRequest(email="a@example.com", password="x" * 129), "PASSWORD_TOO_LONG"),
         (auth_pb2.RegisterRequest(email="a\x00b@example.com", password=STRONG), "EMAIL_INVALID"),
-        (auth_pb2.RegisterRequest(email="a" * 65 + "@example.com", password=STRONG), "EMAIL_INVALID"),
-        (auth_pb2.RegisterRequest(email="a@" + "b" * 250 + ".com", password=STRONG), "EMAIL_INVALID"),
+        (
+            auth_pb2.RegisterRequest(email="a" * 65 + "@example.com", password=STRONG),
+            "EMAIL_INVALID",
+        ),
+        (
+            auth_pb2.RegisterRequest(email="a@" + "b" * 250 + ".com", password=STRONG),
+            "EMAIL_INVALID",
+        ),
     ]
     for request, reason in cases:
         error = await expect_error(stub.Register(request), grpc.StatusCode.INVALID_ARGUMENT)
@@ -173,7 +178,9 @@ async def test_validate_rejects_garbage_and_audience_mismatch(sso_server, stub) 
         )
         assert reason_of(error) == "TOKEN_INVALID"
     error = await expect_error(
-        stub.ValidateToken(auth_pb2.ValidateTokenRequest(token=pair.access_token, audience="other")),
+        stub.ValidateToken(
+            auth_pb2.ValidateTokenRequest(token=pair.access_token, audience="other")
+        ),
         grpc.StatusCode.UNAUTHENTICATED,
     )
     assert reason_of(error).startswith("TOKEN_")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 SSO = [sys.executable, "-m", "sso"]
-PASSWORD = "correct horse battery staple"
+PASSWORD = "tall violet harbour 7291"  # not the --hint example: the log check below is real
 
 
 def free_port() -> int:
@@ -67,8 +67,12 @@ class Workdir:
 
     def serve(self, *args: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [*SSO, "serve", *args], cwd=self.path, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*SSO, "serve", *args],
+            cwd=self.path,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         wait_port(self.port)
         return proc
@@ -89,7 +93,9 @@ def test_make_run_walkthrough(workdir: Workdir) -> None:
     try:
         reg = workdir.client("register", "alice@example.com", "--password", PASSWORD)
         assert int(str(reg["user_id"])) > 0
-        login = workdir.client("login", "alice@example.com", "--password", PASSWORD, "--app-id", "1")
+        login = workdir.client(
+            "login", "alice@example.com", "--password", PASSWORD, "--app-id", "1"
+        )
         tokens = login["tokens"]
         assert isinstance(tokens, dict) and tokens["session_id"]
         assert (workdir.path / ".sso" / "client-session.json").stat().st_mode & 0o077 == 0
@@ -102,9 +108,14 @@ def test_make_run_walkthrough(workdir: Workdir) -> None:
         legacy = workdir.client("legacy-login", "alice@example.com", "--password", PASSWORD)
         assert str(legacy["token"]).count(".") == 2
         assert "keys" in workdir.client("jwks")
-        bad = workdir.client("login", "alice@example.com", "--password", "wrong password!!", check=False)
-        assert bad == {"code": "UNAUTHENTICATED", "message": "invalid email or password",
-                       "reason": "INVALID_CREDENTIALS"}
+        bad = workdir.client(
+            "login", "alice@example.com", "--password", "wrong password!!", check=False
+        )
+        assert bad == {
+            "code": "UNAUTHENTICATED",
+            "message": "invalid email or password",
+            "reason": "INVALID_CREDENTIALS",
+        }
         assert workdir.client("logout")["success"] is True
     finally:
         server.send_signal(signal.SIGTERM)

@@ -29,7 +29,9 @@ def peer_ip(context: grpc.aio.ServicerContext[object, object]) -> str:
     return kind or ""
 
 
-def client_info(context: grpc.aio.ServicerContext[object, object], device_name: str = "") -> ClientInfo:
+def client_info(
+    context: grpc.aio.ServicerContext[object, object], device_name: str = ""
+) -> ClientInfo:
     return ClientInfo(
         ip=peer_ip(context),
         user_agent=metadata_value(context, "user-agent")[:MAX_METADATA_CHARS],

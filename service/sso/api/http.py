@@ -17,7 +17,13 @@ from typing import Any
 log = logging.getLogger("sso.http")
 MAX_HEADER_BYTES = 8192
 Route = Callable[[], tuple[int, dict[str, Any]]]
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable", 400: "Bad Request"}
+REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+    400: "Bad Request",
+}
 
 
 class HttpListener:
@@ -40,7 +46,7 @@ class HttpListener:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            method, path, *_ = request_line.split(" ") + ["", ""]
+            method, path, *_ = [*request_line.split(" "), "", ""]
             path = path.split("?", 1)[0]
             if method not in ("GET", "HEAD"):
                 status, body = 405, {"error": "method not allowed"}

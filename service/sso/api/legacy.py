@@ -38,7 +38,9 @@ class LegacyAuth(auth_pb2_grpc.AuthServicer):
         user = await self._auth.register(request.email, request.password)
         return auth_pb2.RegisterResponse(user_id=user.id)
 
-    async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
         _require(request.email, "email is required", "EMAIL_REQUIRED")
         _require(request.password, "password is required", "PASSWORD_REQUIRED")
         _require(request.app_id, "app_id is required", "APP_ID_REQUIRED")
@@ -60,7 +62,9 @@ class LegacyAuth(auth_pb2_grpc.AuthServicer):
         _require(request.user_id, "user_id is required", "USER_ID_REQUIRED")
         return auth_pb2.IsAdminResponse(is_admin=await self._auth.is_admin(request.user_id))
 
-    async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
         """Legacy tokens are stateless HS256; Logout reports whether the token is genuine."""
         _require(request.token, "token is required", "TOKEN_REQUIRED")
         claims = self._tokens.peek(request.token)

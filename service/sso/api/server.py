@@ -108,7 +108,9 @@ class SSOServer:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        auth_pb2_grpc.add_AuthServicer_to_server(LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server)
+        auth_pb2_grpc.add_AuthServicer_to_server(
+            LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server
+        )
         auth_pb2_grpc.add_PermissionsServicer_to_server(LegacyPermissions(b.auth), server)
         v1_auth_pb2_grpc.add_AuthServicer_to_server(AuthV1(b.auth, b.access_tokens), server)
         sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsV1(b.sessions), server)

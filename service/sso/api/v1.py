@@ -24,7 +24,7 @@ def _pair(tokens: IssuedTokens) -> auth_pb2.TokenPair:
         refresh_token=tokens.refresh_token,
         expires_in=tokens.expires_in,
         session_id=tokens.session_id,
-        token_type="Bearer",
+        token_type="Bearer",  # noqa: S106 (the OAuth token type, not a secret)
         refresh_expires_in=tokens.refresh_expires_in,
     )
 
@@ -60,7 +60,9 @@ class AuthV1(auth_pb2_grpc.AuthServicer):
         user = await self._auth.register(request.email, request.password)
         return auth_pb2.RegisterResponse(user_id=user.id)
 
-    async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
         tokens = await self._auth.login(
             request.email,
             request.password,
@@ -72,9 +74,13 @@ class AuthV1(auth_pb2_grpc.AuthServicer):
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: Context
     ) -> auth_pb2.RefreshResponse:
-        return auth_pb2.RefreshResponse(tokens=_pair(await self._auth.refresh(request.refresh_token)))
+        return auth_pb2.RefreshResponse(
+            tokens=_pair(await self._auth.refresh(request.refresh_token))
+        )
 
-    async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
         ok = await self._auth.logout(
             refresh_token=request.refresh_token, access_token=request.access_token
         )
@@ -91,7 +97,8 @@ class AuthV1(auth_pb2_grpc.AuthServicer):
     ) -> auth_pb2.GetJwksResponse:
         jwks = self._keys.jwks()
         keys = [
-            auth_pb2.Jwk(**{f: str(k[f]) for f in JWK_FIELDS if f in k}) for k in jwks.get("keys", [])
+            auth_pb2.Jwk(**{f: str(k[f]) for f in JWK_FIELDS if f in k})
+            for k in jwks.get("keys", [])
         ]
         return auth_pb2.GetJwksResponse(jwks_json=json.dumps(jwks, sort_keys=True), keys=keys)
 

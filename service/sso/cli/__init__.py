@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sso import logs
 from sso.config import Settings
@@ -33,25 +32,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         migrate.upgrade(url, args.revision or "head")
     print(f"database at revision {migrate.current(url)}")
-    return 0
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    from sso.security import keys
-
-    settings = _settings()
-    directory = Path(args.dir) if args.dir else settings.keys.dir
-    alg = args.alg or settings.keys.algorithm
-    if args.action == "ensure":
-        keys.ensure(directory, alg)
-    elif args.action == "generate":
-        keys.add_next(directory, alg) if (directory / "keyset.json").exists() else keys.ensure(
-            directory, alg
-        )
-    elif args.action == "rotate":
-        keys.rotate(directory, alg, retire_after=timedelta(seconds=args.retire_after))
-    ring = keys.KeyRing.load(directory)
-    print(json.dumps(ring.describe(), indent=2, default=str))
     return 0
 
 
@@ -109,13 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None)
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("keys", help="manage the signing key set (docs/keys.md)")
-    p.add_argument("action", choices=["ensure", "generate", "rotate", "list"])
-    p.add_argument("--dir", default=None)
-    p.add_argument("--alg", choices=["RS256", "ES256", "EdDSA"], default=None)
-    p.add_argument("--retire-after", type=float, default=3600.0, help="seconds a retired key stays")
-    p.set_defaults(func=cmd_keys)
-
+    sub.add_parser("keys", help="manage the signing key set (docs/keys.md; `sso keys -h`)")
     p = sub.add_parser("apps", help="register applications (prints id and secret once)")
     p.add_argument("action", choices=["create", "list", "ensure-demo"])
     p.add_argument("name", nargs="?", default=None)
@@ -130,8 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["keys"]:
+        from sso.security import keytool
+
+        return keytool.main(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     logs.configure(_settings().log_level if args.command == "serve" else "WARNING")
     result: int = args.func(args)
     return result

@@ -92,7 +92,8 @@ def _bearer() -> tuple[tuple[str, str], ...]:
 
 
 def _reason(error: grpc.RpcError) -> str:
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    trailers: Any = error.trailing_metadata() if isinstance(error, grpc.Call) else ()
+    for key, value in trailers or ():
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
@@ -107,13 +108,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             _dispatch(args, channel)
         except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
-            print(
-                json.dumps(
-                    {"code": code.name, "message": error.details(), "reason": _reason(error)}  # type: ignore[attr-defined]
-                ),
-                file=sys.stderr,
-            )
+            call: Any = error
+            report = {"code": call.code().name, "message": call.details(), "reason": _reason(error)}
+            print(json.dumps(report), file=sys.stderr)
             return 1
     return 0
 
@@ -159,6 +156,8 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel) -> None:
         )
         _show(legacy.Login(request_legacy))
     elif command == "legacy-register":
-        _show(legacy.Register(legacy_pb2.RegisterRequest(email=args.email, password=_password(args))))
+        _show(
+            legacy.Register(legacy_pb2.RegisterRequest(email=args.email, password=_password(args)))
+        )
     elif command == "is-admin":
         _show(legacy.IsAdmin(legacy_pb2.IsAdminRequest(user_id=args.user_id)))

@@ -158,7 +158,9 @@ class AuthService:
 
     # -- sessions and tokens --------------------------------------------------------
 
-    async def login(self, email: str, password: str, app_id: int, client: ClientInfo) -> IssuedTokens:
+    async def login(
+        self, email: str, password: str, app_id: int, client: ClientInfo
+    ) -> IssuedTokens:
         if not email:
             raise InvalidArgument("email is required", reason="EMAIL_REQUIRED")
         app = await self.app(app_id)
@@ -254,7 +256,10 @@ class AuthService:
             raise TokenRevoked()
         app_id = raw.get("app_id")
         return AccessClaims(
-            raw=raw, user_id=int(sub), session_id=sid, app_id=app_id if isinstance(app_id, int) else 0
+            raw=raw,
+            user_id=int(sub),
+            session_id=sid,
+            app_id=app_id if isinstance(app_id, int) else 0,
         )
 
     async def logout(self, *, refresh_token: str = "", access_token: str = "") -> bool:
@@ -271,7 +276,9 @@ class AuthService:
             if session is None:
                 raise TokenError()
         else:
-            raise InvalidArgument("refresh_token or access_token is required", reason="TOKEN_REQUIRED")
+            raise InvalidArgument(
+                "refresh_token or access_token is required", reason="TOKEN_REQUIRED"
+            )
         await self.end_sessions([session.id], now)
         await self.sessions.revoke(session.id, user_id=None, reason="logout", now=now)
         return True

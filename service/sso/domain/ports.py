@@ -74,7 +74,9 @@ class SessionRepository(Protocol):
 
     async def list_active(self, user_id: int, now: datetime) -> Sequence[Session]: ...
 
-    async def revoke(self, session_id: str, *, user_id: int | None, reason: str, now: datetime) -> Session | None:
+    async def revoke(
+        self, session_id: str, *, user_id: int | None, reason: str, now: datetime
+    ) -> Session | None:
         """Revoke one live session (of `user_id` when given); None when nothing matched."""
 
     async def revoke_all(
@@ -110,7 +112,9 @@ class AccessTokenIssuer(Protocol):
     def issue(self, claims: dict[str, Any], *, ttl: timedelta, now: datetime) -> str:
         """Sign a JWT with the active key; adds iss, iat, nbf, exp, jti; `kid` header."""
 
-    def verify(self, token: str, *, audience: str | None, now: datetime | None = None) -> dict[str, Any]:
+    def verify(
+        self, token: str, *, audience: str | None, now: datetime | None = None
+    ) -> dict[str, Any]:
         """Verify signature and registered claims; raise `TokenError`/`TokenExpired`."""
 
     def jwks(self) -> dict[str, Any]:
