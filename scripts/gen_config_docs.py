@@ -27,10 +27,11 @@ a test fails when this file is stale.
 
 Every setting is an environment variable with the prefix `SSO_`; nested groups
 use `__` (`SSO_DATABASE__URL`). Durations accept ISO 8601 (`PT5M`) or seconds.
-Secret settings (marked *secret*) never print and can also be files in the
-directory named by `SSO_SECRETS_DIR` (one file per variable, named like the
-variable without the prefix in lower case, e.g. `database__url`), which is how
-Kubernetes mounts Secrets. With no configuration at all the service runs
+Secret settings (marked *secret*) never print. They can also be files in the
+directory named by `SSO_SECRETS_DIR` (how Kubernetes mounts Secrets): a file
+named like the variable in lower case (`sso_data_key`); a nested group is one
+file holding JSON (`sso_database` containing `{"url": "postgresql+asyncpg://…"}`).
+Environment variables win over files. With no configuration at all the service runs
 embedded: SQLite in `.sso/sso.db`, in-process denylist, generated dev keys in
 `.sso/keys`, a generated data key in `.sso/data.key`.
 """
