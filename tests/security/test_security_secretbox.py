@@ -45,7 +45,7 @@ def test_tampering_and_wrong_key_fail_generically() -> None:
     sealed = box.encrypt("app-secret")
     version, nonce, body = sealed.split(".")
     tampered = [
-        flip(sealed, len(sealed) - 1),
+        flip(sealed, len(sealed) - 5),  # not the last char: its low bits may be padding
         f"{version}.{flip(nonce, 0)}.{body}",
         f"{version}.{nonce}.{flip(body, 3)}",
         f"v2.{nonce}.{body}",

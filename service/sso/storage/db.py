@@ -1,0 +1,157 @@
+"""Engines for PostgreSQL (asyncpg) and SQLite (aiosqlite), tuned for this service.
+
+One function turns `DatabaseSettings` into an `AsyncEngine`, so every process
+(server, CLI, tests) talks to the database with the same pool, timeouts and
+connection settings:
+
+- PostgreSQL: a bounded pool (`pool_timeout` → `Unavailable` rather than an
+  unbounded queue), `statement_timeout` and a leaked-transaction guard set per
+  connection through asyncpg `server_settings`, a connect timeout, a client-side
+  command timeout slightly above the server's, and the prepared-statement cache
+  of the SQLAlchemy asyncpg dialect (every statement here is prepared once per
+  connection and reused).
+- SQLite: WAL (readers never block the writer), `busy_timeout` (writers queue
+  instead of failing at once), `foreign_keys=ON` (SQLite ignores FKs otherwise:
+  no ON DELETE CASCADE) and `synchronous=NORMAL` (durable at checkpoints; safe
+  with WAL), set on every new connection.
+
+`hide_parameters=True` keeps bound values (emails, hashes) out of the text of
+SQLAlchemy exceptions and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from sso.config import DatabaseSettings
+from sso.storage.errors import translate_errors
+
+# Statements per pooled connection kept prepared; the service issues a few dozen.
+PREPARED_STATEMENT_CACHE_SIZE = 256
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# A transaction left open (a bug, a stuck task) holds row locks; PostgreSQL ends it.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def is_sqlite_url(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_dir(url: str | URL) -> None:
+    """Create the parent directory of a file-backed SQLite database."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _postgres_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
+    server_settings = {"application_name": "sso", "jit": "off"}
+    command_timeout: float | None = None
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+        server_settings["idle_in_transaction_session_timeout"] = str(
+            max(IDLE_IN_TRANSACTION_TIMEOUT_MS, settings.statement_timeout_ms * 2)
+        )
+        # Client-side bound for a server that stopped answering (network partition).
+        command_timeout = settings.statement_timeout_ms / 1000 + 1.0
+    return create_async_engine(
+        url,
+        echo=settings.echo,
+        hide_parameters=True,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        pool_pre_ping=settings.pool_pre_ping,
+        connect_args={
+            "timeout": settings.connect_timeout,
+            "command_timeout": command_timeout,
+            "server_settings": server_settings,
+            "prepared_statement_cache_size": PREPARED_STATEMENT_CACHE_SIZE,
+        },
+    )
+
+
+def _sqlite_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
+    ensure_sqlite_dir(url)
+    options: dict[str, Any] = {}
+    if url.database in (None, "", ":memory:"):
+        # One shared connection, or every checkout would see its own empty database.
+        options["poolclass"] = StaticPool
+    else:
+        options.update(
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+        )
+    engine = create_async_engine(
+        url,
+        echo=settings.echo,
+        hide_parameters=True,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        **options,
+    )
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """The service's engine for `settings.url` (PostgreSQL via asyncpg, or SQLite)."""
+    url = make_url(settings.url.get_secret_value())
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    if url.get_backend_name() == "postgresql":
+        return _postgres_engine(url, settings)
+    raise ValueError(f"unsupported database backend: {url.get_backend_name()}")
+
+
+async def ping(engine: AsyncEngine, *, seconds: float = 2.0) -> None:
+    """Run `SELECT 1`; `Unavailable` when the database cannot answer within `seconds`."""
+    with translate_errors():
+        async with asyncio.timeout(seconds):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+
+@dataclass(slots=True)
+class Database:
+    """The engine of one process plus what the composition root needs of it."""
+
+    engine: AsyncEngine
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings) -> Database:
+        return cls(create_engine(settings))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    async def ping(self, *, seconds: float = 2.0) -> None:
+        """Readiness check: `Unavailable` unless the database answers in time."""
+        await ping(self.engine, seconds=seconds)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
