@@ -19,6 +19,7 @@ from typing import Any
 from sso.api.server import ServiceBundle, SSOServer
 from sso.config import Settings
 from sso.domain.auth import AuthService, TokenPolicy
+from sso.domain.events import EventSink, FanOut, LoggingSink
 from sso.domain.ports import Denylist
 from sso.domain.sessions import SessionService
 from sso.security import keys as keyset
@@ -112,6 +113,8 @@ class Container:
         hasher = Argon2PasswordHasher(s.passwords)
         closers.append(hasher.close)
         tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
+        # Every security event goes to each sink: the audit log line (more sinks append here).
+        sinks: list[EventSink] = [LoggingSink()]
         auth = AuthService(
             users=SqlUserRepository(engine),
             apps=SqlAppRepository(engine, SecretBox.from_data_key(data_key)),
@@ -128,6 +131,7 @@ class Container:
                 refresh_grace=s.tokens.refresh_grace,
             ),
             check_deliverability=s.email_check_deliverability,
+            events=FanOut(sinks),
         )
         sessions = SessionService(auth)
         bundle = ServiceBundle(

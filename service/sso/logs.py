@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# The caller's address as the edge saw it; set by the gRPC interceptor.
+client_ip_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip", default="")
 
 SECRET_KEYS = re.compile(
     r"pass(word)?|secret|token|authorization|api[-_]?key|dsn|totp|otp|code|cookie|private",

@@ -19,7 +19,8 @@ import grpc
 
 from sso import errors
 from sso.api import errors as api_errors
-from sso.logs import request_id_var
+from sso.api.context import peer_ip
+from sso.logs import client_ip_var, request_id_var
 
 log = logging.getLogger("sso.rpc")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -52,6 +53,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             token = request_id_var.set(request_id)
+            ip_token = client_ip_var.set(peer_ip(context))
             started = time.perf_counter()
             outcome = "OK"
             try:
@@ -77,6 +79,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                     },
                 )
                 request_id_var.reset(token)
+                client_ip_var.reset(ip_token)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,

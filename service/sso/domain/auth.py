@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sso.domain.emails import normalise_email
+from sso.domain.events import EventSink, FanOut
 from sso.domain.models import App, NewSession, RotationStatus, Session, User
 from sso.domain.ports import (
     AccessTokenIssuer,
@@ -107,6 +108,7 @@ class AuthService:
     policy: TokenPolicy = field(default_factory=TokenPolicy)
     clock: Clock = utcnow
     check_deliverability: bool = False
+    events: EventSink = field(default_factory=FanOut)
 
     # -- accounts -----------------------------------------------------------------
 
