@@ -124,6 +124,34 @@ class ServerSettings(BaseModel):
     reflection: bool = True
 
 
+class RateLimitSettings(BaseModel):
+    """Per-email, per-IP and per-register request limits (filled by the hardening work)."""
+
+    # Master switch for request rate limits.
+    enabled: bool = True
+
+
+class LockoutSettings(BaseModel):
+    """Durable per-account failure counters and progressive lockout."""
+
+    # Master switch for account lockout.
+    enabled: bool = True
+
+
+class LogSettings(BaseModel):
+    """Masking rules of the JSON logs."""
+
+    # Emails in logs are partially masked (j***@example.com).
+    mask_emails: bool = True
+
+
+class ObservabilitySettings(BaseModel):
+    """Prometheus metrics and OpenTelemetry tracing."""
+
+    # Serve Prometheus metrics on the HTTP listener's /metrics.
+    metrics_enabled: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SSO_",
@@ -148,6 +176,10 @@ class Settings(BaseSettings):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    lockout: LockoutSettings = Field(default_factory=LockoutSettings)
+    logging: LogSettings = Field(default_factory=LogSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("home")
     @classmethod
