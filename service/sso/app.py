@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sso.api.context import trust_proxies
+from sso.api.metrics import MeteredLimiter, MetricsSink
 from sso.api.server import ServiceBundle, SSOServer
+from sso.api.tracing import setup_tracing, tracer_of
 from sso.config import Settings
 from sso.domain.auth import AuthService, TokenPolicy
 from sso.domain.events import EventSink, FanOut, LoggingSink
+from sso.domain.guard import LoginGuard
+from sso.domain.limits import LockoutPolicy, RateLimiter, RequestLimits
 from sso.domain.ports import Denylist
 from sso.domain.sessions import SessionService
 from sso.security import keys as keyset
@@ -29,11 +34,14 @@ from sso.security.policy import PasswordPolicy
 from sso.security.secretbox import SecretBox, load_data_key
 from sso.security.tokens import JwtAccessTokens
 from sso.storage.apps import SqlAppRepository
+from sso.storage.audit import SqlAuditSink
 from sso.storage.db import create_engine
 from sso.storage.denylist import MemoryDenylist, RedisDenylist
+from sso.storage.instrumentation import instrument_engine, instrument_redis
+from sso.storage.ratelimit import LocalRateLimiter, RedisRateLimiter
 from sso.storage.redis import create_redis
 from sso.storage.sessions import SqlSessionRepository
-from sso.storage.users import SqlUserRepository
+from sso.storage.users import SqlLoginAttempts, SqlUserRepository
 
 log = logging.getLogger("sso.app")
 
@@ -88,10 +96,20 @@ class Container:
             keyset.ensure(s.keys.dir, s.keys.algorithm)
         keyring = keyset.KeyRing.load(s.keys.dir)
         data_key = load_data_key(s)
+        # Spans only when OTEL_* configure an exporter; statement metrics (and spans) always.
+        tracer_provider = setup_tracing(s.observability)
+        tracer = tracer_of(tracer_provider)
         engine = create_engine(s.database)
+        instrument_engine(engine, tracer)
         closers: list[Any] = [engine.dispose]
+        if tracer_provider is not None:  # closed last: flushes the spans of the shutdown
+            closers.insert(0, lambda: asyncio.to_thread(tracer_provider.shutdown))
         denylist: Denylist
         checks: dict[str, Any] = {}
+        # Per-IP/per-email limits: Redis when configured, degrading to this process's counts.
+        trust_proxies(s.ratelimit.trusted_proxies)
+        local_limits = LocalRateLimiter(fraction=s.ratelimit.fallback_fraction)
+        limiter: RateLimiter = local_limits
 
         async def db_ok() -> bool:
             async with engine.connect() as conn:
@@ -101,8 +119,16 @@ class Container:
         checks["database"] = db_ok
         if s.redis.url is not None:
             redis = create_redis(s.redis)
+            instrument_redis(redis, tracer)
             denylist = RedisDenylist(redis, s.redis.key_prefix)
             closers.append(redis.aclose)
+            limiter = RedisRateLimiter(
+                redis,
+                s.redis.key_prefix,
+                timeout=s.redis.timeout,
+                cooldown=s.ratelimit.breaker_cooldown,
+                fallback=local_limits,
+            )
 
             async def redis_ok() -> bool:
                 return bool(await redis.ping())
@@ -115,6 +141,9 @@ class Container:
         tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
         # Every security event goes to each sink: the audit log line (more sinks append here).
         sinks: list[EventSink] = [LoggingSink()]
+        sinks.append(SqlAuditSink(engine))  # the append-only audit_events table
+        sinks.append(MetricsSink())  # business and security counters (/metrics)
+        limiter = MeteredLimiter(limiter)  # counts denied and degraded (Redis down) decisions
         auth = AuthService(
             users=SqlUserRepository(engine),
             apps=SqlAppRepository(engine, SecretBox.from_data_key(data_key)),
@@ -132,6 +161,13 @@ class Container:
             ),
             check_deliverability=s.email_check_deliverability,
             events=FanOut(sinks),
+            guard=LoginGuard(
+                limiter=limiter,
+                limits=RequestLimits.from_settings(s.ratelimit),
+                attempts=SqlLoginAttempts(engine) if s.lockout.enabled else None,
+                policy=LockoutPolicy.from_settings(s.lockout),
+                max_checks=s.passwords.workers + s.passwords.max_queue,
+            ),
         )
         sessions = SessionService(auth)
         bundle = ServiceBundle(
@@ -142,6 +178,8 @@ class Container:
             legacy_ttl=s.tokens.legacy_ttl,
             issuer=s.tokens.issuer,
             checks=checks,
+            observability=s.observability,
+            tracer=tracer,
         )
         return cls(s, auth, sessions, bundle, keyring, closers)
 

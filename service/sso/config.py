@@ -9,6 +9,7 @@ Every field is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -122,13 +123,38 @@ class ServerSettings(BaseModel):
     max_concurrent_rpcs: int = Field(1000, ge=1)
     # Serve gRPC server reflection (grpcurl, grpcui).
     reflection: bool = True
+    # Seconds an RPC may run when the client sent no deadline, then DEADLINE_EXCEEDED (0 = no cap).
+    default_deadline: float = Field(10.0, ge=0)
 
 
 class RateLimitSettings(BaseModel):
-    """Per-email, per-IP and per-register request limits (filled by the hardening work)."""
+    """Per-email, per-IP and per-register request limits, counted in Redis (or in-process)."""
 
     # Master switch for request rate limits.
     enabled: bool = True
+    # Login attempts allowed per client IP within `login_per_ip_window`.
+    login_per_ip: int = Field(100, ge=1)
+    # Window of the per-IP login limit (sliding).
+    login_per_ip_window: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    # Login attempts allowed per (normalised) email within `login_per_email_window`.
+    login_per_email: int = Field(10, ge=1)
+    # Window of the per-email login limit (sliding).
+    login_per_email_window: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    # Registrations allowed per client IP within `register_per_ip_window`.
+    register_per_ip: int = Field(20, ge=1)
+    # Window of the per-IP registration limit (sliding).
+    register_per_ip_window: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    # Peers (CIDRs, JSON list) whose x-forwarded-for names the client; others are the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Share of each limit one process enforces alone while Redis is unreachable (2/replicas).
+    fallback_fraction: float = Field(1.0, gt=0, le=1)
+    # Seconds Redis is left alone after a failure before one call probes it again.
+    breaker_cooldown: float = Field(5.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
 
 
 class LockoutSettings(BaseModel):
@@ -136,13 +162,43 @@ class LockoutSettings(BaseModel):
 
     # Master switch for account lockout.
     enabled: bool = True
+    # Consecutive failures at which the account is first locked.
+    threshold: int = Field(5, ge=1)
+    # Lock after `threshold` failures; doubles every further `threshold` failures.
+    base_delay: timedelta = Field(timedelta(seconds=30), gt=timedelta(0))
+    # Longest temporary lock.
+    max_delay: timedelta = Field(timedelta(minutes=15), gt=timedelta(0))
+    # Consecutive failures after which only a password reset or an admin unlock helps.
+    hard_limit: int = Field(100, ge=1)
+    # A failure this long after the previous one starts counting from 1 again.
+    failure_reset: timedelta = Field(timedelta(hours=12), gt=timedelta(0))
 
 
 class LogSettings(BaseModel):
-    """Masking rules of the JSON logs."""
+    """Masking rules of the JSON logs (docs/operations.md, "Logs").
 
-    # Emails in logs are partially masked (j***@example.com).
+    Fixed at every level: password fields are removed; tokens, secrets,
+    authorization metadata, cookies, TOTP material and DSN passwords are `***`;
+    session ids appear only hashed. These settings tune the rest.
+    """
+
+    # Emails in logs are partially masked (`j***@example.com`); false writes them in clear.
     mask_emails: bool = True
+    # Email rule per level, overriding mask_emails: partial, full (`***`) or clear;
+    # JSON, e.g. {"DEBUG": "clear"}.
+    email_by_level: dict[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        Literal["partial", "full", "clear"],
+    ] = Field(default_factory=dict)
+    # Client address rule per level: clear, or network (IPv4 /24, IPv6 /48);
+    # JSON, e.g. {"INFO": "network"}.
+    ip_by_level: dict[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], Literal["clear", "network"]
+    ] = Field(default_factory=dict)
+    # More field-name words whose values are always `***` (JSON list, e.g. ["ssn", "iban"]).
+    extra_secret_fields: list[str] = Field(default_factory=list)
+    # Final check: a run of [A-Za-z0-9_-] this long with a digit or mixed case is masked as a token.
+    token_min_length: int = Field(32, ge=16, le=256)
 
 
 class ObservabilitySettings(BaseModel):
@@ -150,6 +206,12 @@ class ObservabilitySettings(BaseModel):
 
     # Serve Prometheus metrics on the HTTP listener's /metrics.
     metrics_enabled: bool = True
+    # Trace gRPC calls when OTEL_* variables configure an exporter (OTEL_EXPORTER_OTLP_ENDPOINT).
+    tracing_enabled: bool = True
+    # Event-loop lag, seconds, above which the `liveness` health entry reports NOT_SERVING.
+    max_loop_lag: float = Field(5.0, gt=0)
+    # Redis down makes the pod unready (default: it keeps serving, rate limits per pod).
+    readiness_requires_redis: bool = False
 
 
 class Settings(BaseSettings):

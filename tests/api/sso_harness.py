@@ -1,7 +1,8 @@
 """Starting the real service in-process for tests: the composition `sso serve` runs.
 
 Container + SSOServer on free ports, with only the argon2 cost lowered
-(m=8 MiB, t=1) so the suite can afford thousands of hashes. Tests talk to it
+(m=8 MiB, t=1) so the suite can afford thousands of hashes, and the per-IP
+rate limits raised (every test client is 127.0.0.1). Tests talk to it
 over real gRPC channels.
 """
 
@@ -19,6 +20,7 @@ from sso.config import (
     DatabaseSettings,
     KeySettings,
     PasswordSettings,
+    RateLimitSettings,
     RedisSettings,
     ServerSettings,
     Settings,
@@ -54,11 +56,15 @@ def make_settings(
         home=tmp,
         data_key=generate_data_key(),
         database=DatabaseSettings(url=db_url),
-        redis=RedisSettings(url=redis_url),
+        # A key prefix per server: tests share one Redis and must not share counters.
+        redis=RedisSettings(url=redis_url, key_prefix=f"sso-{secrets.token_hex(4)}:"),
         keys=KeySettings(dir=tmp / "keys", generate_if_missing=False),
         server=ServerSettings(host="127.0.0.1", port=0, http_host="127.0.0.1", http_port=0),
         passwords=PasswordSettings(memory_kib=8192, time_cost=1, workers=2, max_queue=4096),
         tokens=TokenSettings(issuer="http://127.0.0.1/sso", **tokens),  # type: ignore[arg-type]
+        # Every test client is 127.0.0.1: per-IP limits high enough for load tests
+        # (tests/hardening sets production-like ones where it measures them).
+        ratelimit=RateLimitSettings(login_per_ip=100_000, register_per_ip=100_000),
         cleanup_interval=0,
     )
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from sso.storage import migrate
 
-TABLES = {"users", "apps", "sessions", "refresh_tokens"}
+TABLES = {"users", "apps", "sessions", "refresh_tokens", "audit_events"}
 
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
@@ -44,7 +44,7 @@ def _diff(conn: Connection) -> list[Any]:
 async def test_upgrade_from_empty_then_downgrade_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     await migrate.aupgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0001_initial"
+    assert migrate.current(empty_url) == migrate.head() == "0002_lockout_and_audit"
     assert await _run_sync(empty_url, _tables) >= TABLES
 
     migrate.downgrade(empty_url, "base")
@@ -52,7 +52,7 @@ async def test_upgrade_from_empty_then_downgrade_to_base(empty_url: str) -> None
     assert not TABLES & await _run_sync(empty_url, _tables)
 
     await migrate.aupgrade(empty_url)  # and up again: downgrade left nothing behind
-    assert await migrate.acurrent(empty_url) == "0001_initial"
+    assert await migrate.acurrent(empty_url) == "0002_lockout_and_audit"
 
 
 async def test_models_match_migrations(db_url: str) -> None:

@@ -81,3 +81,12 @@ def internal(ref: str) -> RpcError:
     message = f"internal error (ref={ref})"
     details = _details(grpc.StatusCode.INTERNAL, message, "INTERNAL", {"ref": ref})
     return RpcError(grpc.StatusCode.INTERNAL, message, (("grpc-status-details-bin", details),))
+
+
+def deadline_exceeded(seconds: float) -> RpcError:
+    """The server's own deadline ended a call that arrived without one."""
+    message = f"deadline exceeded (server limit {seconds:g}s)"
+    details = _details(grpc.StatusCode.DEADLINE_EXCEEDED, message, "DEADLINE_EXCEEDED", {})
+    return RpcError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, message, (("grpc-status-details-bin", details),)
+    )

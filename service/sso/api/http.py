@@ -2,21 +2,40 @@
 
 Serves `/.well-known/jwks.json`, `/.well-known/openid-configuration` (issuer and
 jwks_uri, so PyJWT's PyJWKClient and other OIDC libraries find our keys),
-`/healthz` (liveness) and `/readyz` (readiness). GET only, bounded request
-size, one response per connection; no framework needed for four static routes.
+`/healthz` (liveness), `/readyz` (readiness) and `/metrics` (Prometheus text).
+GET only, bounded request size, one response per connection; no framework
+needed for five routes. A route returns `(status, JSON body)`, or a `Response`
+for other content types; it may be a coroutine function (`/metrics` renders
+off the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("sso.http")
 MAX_HEADER_BYTES = 8192
-Route = Callable[[], tuple[int, dict[str, Any]]]
+JSON_CACHE_CONTROL = "public, max-age=300"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A non-JSON response (e.g. the Prometheus exposition text)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    cache_control: str = "no-store"
+
+
+Result = tuple[int, dict[str, Any]] | Response
+Route = Callable[[], Result | Awaitable[Result]]
 REASONS = {
     200: "OK",
     404: "Not Found",
@@ -48,20 +67,30 @@ class HttpListener:
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             method, path, *_ = [*request_line.split(" "), "", ""]
             path = path.split("?", 1)[0]
+            result: Result
             if method not in ("GET", "HEAD"):
-                status, body = 405, {"error": "method not allowed"}
+                result = 405, {"error": "method not allowed"}
             elif path in self._routes:
-                status, body = self._routes[path]()
+                produced = self._routes[path]()
+                result = await produced if inspect.isawaitable(produced) else produced
             else:
-                status, body = 404, {"error": "not found"}
+                result = 404, {"error": "not found"}
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            status, body, method = 400, {"error": "bad request"}, "GET"
-        payload = json.dumps(body, sort_keys=True).encode()
+            result, method = (400, {"error": "bad request"}), "GET"
+        if not isinstance(result, Response):
+            status, body = result
+            result = Response(
+                status,
+                json.dumps(body, sort_keys=True).encode(),
+                "application/json",
+                JSON_CACHE_CONTROL,
+            )
+        payload = result.body
         headers = (
-            f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
-            "Content-Type: application/json\r\n"
+            f"HTTP/1.1 {result.status} {REASONS.get(result.status, 'OK')}\r\n"
+            f"Content-Type: {result.content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n"
-            "Cache-Control: public, max-age=300\r\n"
+            f"Cache-Control: {result.cache_control}\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
         try:

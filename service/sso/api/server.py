@@ -1,9 +1,11 @@
 """Builds and runs the gRPC server (and the HTTP listener) around the domain services.
 
 Start: register servicers, health, reflection; bind with SO_REUSEPORT so
-`sso serve --workers N` processes share one port. Stop (SIGTERM): every health
-entry goes NOT_SERVING at once, wait `drain_delay` for endpoints to update, then
-`server.stop(grace)` lets in-flight RPCs finish (gRPC's graceful-shutdown guide).
+`sso serve --workers N` processes share one port. Interceptors, outermost
+first: tracing (a SERVER span per call), metrics, then the error boundary.
+Stop (SIGTERM): every health entry but `liveness` goes NOT_SERVING at once,
+wait `drain_delay` for endpoints to update, then `server.stop(grace)` lets
+in-flight RPCs finish (gRPC's graceful-shutdown guide).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Tracer
 
+from sso.api import metrics
 from sso.api.health import Check, HealthState
-from sso.api.http import HttpListener, Route
+from sso.api.http import HttpListener, Response, Route
 from sso.api.interceptors import ErrorBoundary
 from sso.api.legacy import LegacyAuth, LegacyPermissions
+from sso.api.tracing import TracingInterceptor
 from sso.api.v1 import AuthV1, SessionsV1
-from sso.config import ServerSettings
+from sso.config import ObservabilitySettings, ServerSettings
 from sso.domain.auth import AuthService
 from sso.domain.ports import AccessTokenIssuer, LegacyTokens
 from sso.domain.sessions import SessionService
@@ -52,12 +57,22 @@ class ServiceBundle:
     legacy_ttl: timedelta
     issuer: str
     checks: dict[str, Check] = field(default_factory=dict)
+    # Metrics switch and liveness lag limit; the tracer when OTEL_* configure export.
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    tracer: Tracer | None = None
 
 
 class SSOServer:
     def __init__(self, bundle: ServiceBundle, settings: ServerSettings) -> None:
         self.bundle, self.settings = bundle, settings
-        self.health = HealthState(bundle.checks, SERVICE_NAMES)
+        obs = bundle.observability
+        self.health = HealthState(
+            bundle.checks,
+            SERVICE_NAMES,
+            max_loop_lag=obs.max_loop_lag,
+            # Redis down = degraded (per-pod limits), not unready: see sso.api.health.
+            advisory=() if obs.readiness_requires_redis else ("redis",),
+        )
         self.http = HttpListener(self._routes())
         self.port = 0
         self.http_port = 0
@@ -81,24 +96,47 @@ class SSOServer:
             }
 
         def healthz() -> tuple[int, dict[str, object]]:
-            return 200, {"status": "ok"}
+            if self.health.alive:
+                return 200, {"status": "ok"}
+            return 503, {"status": "event loop lagging", "lag_seconds": self.health.loop_lag}
+
+        async def prometheus() -> Response:
+            body, content_type = await asyncio.to_thread(metrics.render)
+            return Response(200, body, content_type)
 
         def readyz() -> tuple[int, dict[str, object]]:
+            if self.health.ready and self.health.degraded:
+                return 200, {"status": "ready", "degraded": list(self.health.degraded)}
             if self.health.ready:
                 return 200, {"status": "ready"}
             return 503, {"status": "not ready", "failing": list(self.health.failing)}
 
-        return {
+        routes: dict[str, Route] = {
             "/.well-known/jwks.json": jwks,
             "/.well-known/openid-configuration": discovery,
             "/healthz": healthz,
             "/readyz": readyz,
         }
+        if self.bundle.observability.metrics_enabled:
+            routes["/metrics"] = prometheus
+        return routes
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: tracing, metrics, then the error boundary (innermost)."""
+        chain: list[grpc.aio.ServerInterceptor] = []
+        if self.bundle.tracer is not None:
+            chain.append(TracingInterceptor(self.bundle.tracer))
+        if self.bundle.observability.metrics_enabled:
+            chain.append(metrics.MetricsInterceptor())
+        return chain
 
     async def start(self, *, reuse_port: bool = True) -> int:
         s, b = self.settings, self.bundle
         server = grpc.aio.server(
-            interceptors=[ErrorBoundary()],
+            interceptors=[
+                *self._interceptors(),
+                ErrorBoundary(default_deadline=s.default_deadline),
+            ],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -134,6 +172,7 @@ class SSOServer:
         if drain_delay:
             await asyncio.sleep(drain_delay)
         await self.http.stop()
+        self.health.close_watches()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
             self._server = None

@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return keytool.main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
-    logs.configure(_settings().log_level if args.command == "serve" else "WARNING")
+    settings = _settings()
+    level = settings.log_level if args.command == "serve" else "WARNING"
+    logs.configure(level, settings=settings.logging)
     result: int = args.func(args)
     return result
 

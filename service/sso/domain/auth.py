@@ -6,17 +6,28 @@ token and hands out its successor; a spent token presented again revokes the
 family; a revoked session's access tokens are denylisted until they expire.
 Everything is reached through ports, so the same code runs on PostgreSQL or
 SQLite, with Redis or in-process.
+
+Brute-force defence (SECURITY_CHECKLIST B1, C1-C3; rules in `sso.domain.limits`):
+a password check is throttled per client IP and per email, then the attempt is
+counted as a failure in the durable per-account counter *before* the hash runs
+(a locked account hashes nothing), and a success clears the counter. Unknown
+user, wrong password and locked account raise the same `Unauthenticated` after
+about the same time (a dummy hash; a locked account waits as long as a check
+takes lately). Every decision emits one `SecurityEvent`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sso.domain.emails import normalise_email
-from sso.domain.events import EventSink, FanOut
+from sso.domain.events import EventSink, FanOut, SecurityEvent
+from sso.domain.guard import NO_USER, OPEN, LoginGuard
+from sso.domain.limits import Reservation, key_digest
 from sso.domain.models import App, NewSession, RotationStatus, Session, User
 from sso.domain.ports import (
     AccessTokenIssuer,
@@ -32,12 +43,14 @@ from sso.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    SSOError,
     TokenError,
     TokenExpired,
     TokenReused,
     TokenRevoked,
     Unauthenticated,
 )
+from sso.logs import client_ip_var
 
 Clock = Callable[[], datetime]
 
@@ -95,6 +108,11 @@ def require_text(value: str, name: str, *, max_chars: int = MAX_FIELD_CHARS) -> 
     return value
 
 
+def session_ref(session_id: str) -> str:
+    """How a session appears in audit rows: hashed, never the id itself (H1)."""
+    return f"session:{key_digest(session_id)[:16]}"
+
+
 @dataclass
 class AuthService:
     users: UserRepository
@@ -109,38 +127,105 @@ class AuthService:
     clock: Clock = utcnow
     check_deliverability: bool = False
     events: EventSink = field(default_factory=FanOut)
+    # Rate limits, lockout and timing parity (none of them by default).
+    guard: LoginGuard = field(default_factory=LoginGuard)
 
     # -- accounts -----------------------------------------------------------------
 
     async def register(self, email: str, password: str) -> User:
         if not password:
             raise InvalidArgument("password is required", reason="PASSWORD_REQUIRED")
+        await self.guard.throttle(self.guard.limits.register_ip, client_ip_var.get(), self.events)
         normalised = await normalise_email(email, check_deliverability=self.check_deliverability)
         self.rules.check(password, context_words=(normalised.split("@", 1)[0],))
         taken = AlreadyExists("user already exists", reason="EMAIL_TAKEN")
-        if await self.users.get_by_email(normalised) is not None:
-            raise taken  # cheap pre-check; the unique index below is the real guarantee
-        password_hash = await self.hasher.hash(password)
-        try:
-            return await self.users.create(normalised, password_hash)
-        except AlreadyExists:
-            raise taken from None
+        with self.guard.admitted():
+            if await self.users.get_by_email(normalised) is not None:
+                raise taken  # cheap pre-check; the unique index below is the real guarantee
+            password_hash = await self.hasher.hash(password)
+            try:
+                user = await self.users.create(normalised, password_hash)
+            except AlreadyExists:
+                raise taken from None
+        await self.events.emit(SecurityEvent.USER_CREATED, user_id=user.id)
+        return user
 
-    async def authenticate(self, email: str, password: str) -> User:
-        """Check a password. One error, same work, for every kind of failure."""
+    async def authenticate(self, email: str, password: str, *, ip: str = "") -> User:
+        """Check a password. One error, same work, for every kind of failure.
+
+        Admit (bounded checks in flight) → throttle (per IP, per email) → look
+        up → reserve an attempt in the durable counter (locked: no hash at all)
+        → verify → clear the counter.
+        """
+        with self.guard.admitted():
+            return await self._authenticate(email, password, ip)
+
+    async def _authenticate(self, email: str, password: str, ip: str) -> User:
         if not password:
             raise InvalidArgument("password is required", reason="PASSWORD_REQUIRED")
         require_text(password, "password", max_chars=1024)
         normalised = await normalise_email(email)
+        guard = self.guard
+        await guard.throttle(guard.limits.login_ip, ip or client_ip_var.get(), self.events)
+        await guard.throttle(guard.limits.login_email, key_digest(normalised), self.events)
         user = await self.users.get_by_email(normalised)
+        now = self.clock()
         if user is None:
-            await self.hasher.dummy_verify(password)
+            await guard.reserve(NO_USER, now)  # the same round trip a known account makes
+            await guard.timed(self.hasher.dummy_verify(password))
+            await self._login_failed(None, OPEN, target=normalised)
             raise Unauthenticated()
-        if not await self.hasher.verify(user.password_hash, password):
+        started = time.perf_counter()
+        reservation = await guard.reserve(user.id, now)
+        if not reservation.granted:
+            # Locked, or `threshold` other attempts are being checked right now. Wait as
+            # long as a check takes (same answer time, no hash), then look once more: a
+            # success among those attempts lifts the lock for a parallel legitimate login.
+            # The second look costs about what the first did: both come off the wait.
+            await guard.wait_like_a_check(2 * (time.perf_counter() - started))
+            now = self.clock()
+            reservation = await guard.reserve(user.id, now)
+            if not reservation.granted:
+                await self._login_failed(user.id, reservation)
+                raise Unauthenticated()
+        try:
+            ok = await guard.timed(self.hasher.verify(user.password_hash, password))
+        except SSOError:  # overloaded: the password was never checked
+            await guard.release(user.id, reservation, now)
+            raise
+        if not ok:
+            await self._login_failed(user.id, reservation)
             raise Unauthenticated()
+        await guard.succeeded(user.id)
         if self.hasher.needs_rehash(user.password_hash):
             await self.users.update_password_hash(user.id, await self.hasher.hash(password))
+        await self.events.emit(SecurityEvent.LOGIN_SUCCESS, user_id=user.id)
         return user
+
+    async def _login_failed(
+        self, user_id: int | None, reservation: Reservation, *, target: str = ""
+    ) -> None:
+        event, details = self.guard.failure(reservation, self.clock(), known=user_id is not None)
+        await self.events.emit(
+            event,
+            user_id=user_id,
+            target=f"email:{key_digest(target)[:16]}" if target else None,
+            outcome="failure",
+            details=details,
+        )
+
+    async def unlock(self, user_id: int, *, actor_id: int | None = None) -> bool:
+        """Lift a lock (temporary or hard) and zero the counter: the admin unlock path."""
+        attempts = self.guard.attempts
+        done = False if attempts is None else await attempts.clear(user_id)
+        await self.events.emit(
+            SecurityEvent.AUTHZ_ADMIN,
+            user_id=actor_id,
+            target=f"user:{user_id}",
+            outcome="success" if done else "failure",
+            details={"action": "unlock_account"},
+        )
+        return done
 
     async def is_admin(self, user_id: int) -> bool:
         if user_id <= 0:
@@ -165,8 +250,9 @@ class AuthService:
     ) -> IssuedTokens:
         if not email:
             raise InvalidArgument("email is required", reason="EMAIL_REQUIRED")
-        app = await self.app(app_id)
-        user = await self.authenticate(email, password)
+        with self.guard.admitted():  # before any lookup: a flood is refused at once
+            app = await self.app(app_id)
+            user = await self._authenticate(email, password, client.ip)
         now = self.clock()
         session = NewSession(
             id=self.opaque.new_session_id(),
@@ -197,22 +283,47 @@ class AuthService:
         status, session = outcome.status, outcome.session
         if status is RotationStatus.REUSED and session is not None:
             await self.denylist.add(session.id, now + self.policy.access_ttl)
+            await self.events.emit(
+                SecurityEvent.TOKEN_REUSE,
+                user_id=session.user_id,
+                target=session_ref(session.id),
+                outcome="failure",
+                details={"action": "session_revoked"},
+            )
             raise TokenReused()
+        user: User | None = None
+        failure: TokenError | None = None
+        expires = outcome.successor_expires_at
         if status is RotationStatus.EXPIRED:
-            raise TokenExpired()
-        if status is RotationStatus.REVOKED:
-            raise TokenRevoked()
-        if session is None or outcome.successor_expires_at is None:
-            raise TokenError()
-        user = await self.users.get_by_id(session.user_id)
-        if user is None:
-            raise TokenRevoked()
+            failure = TokenExpired()
+        elif status is RotationStatus.REVOKED:
+            failure = TokenRevoked()
+        elif session is None or expires is None:
+            failure = TokenError()
+        else:
+            user = await self.users.get_by_id(session.user_id)
+            failure = TokenRevoked() if user is None else None
+        if failure is not None or session is None or user is None or expires is None:
+            await self.events.emit(
+                SecurityEvent.TOKEN_INVALID,
+                user_id=session.user_id if session is not None else None,
+                target=session_ref(session.id) if session is not None else None,
+                outcome="failure",
+                details={"token": "refresh", "status": status.value},
+            )
+            raise failure or TokenError()
+        await self.events.emit(
+            SecurityEvent.TOKEN_REFRESHED,
+            user_id=user.id,
+            target=session_ref(session.id),
+            details={"grace": status is RotationStatus.GRACE},
+        )
         return self._issue(
             user,
             session.id,
             session.app_id,
             successor,
-            outcome.successor_expires_at,
+            expires,
             now,
             amr=["pwd"],
         )
@@ -283,6 +394,9 @@ class AuthService:
             )
         await self.end_sessions([session.id], now)
         await self.sessions.revoke(session.id, user_id=None, reason="logout", now=now)
+        await self.events.emit(
+            SecurityEvent.LOGOUT, user_id=session.user_id, target=session_ref(session.id)
+        )
         return True
 
     async def end_sessions(self, session_ids: Sequence[str], now: datetime) -> None:

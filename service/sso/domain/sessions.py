@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sso.domain.auth import AccessClaims, AuthService
+from sso.domain.auth import AccessClaims, AuthService, session_ref
+from sso.domain.events import SecurityEvent
 from sso.domain.models import Session
 from sso.errors import NotFound
 
@@ -31,6 +32,12 @@ class SessionService:
         if session is None:
             raise NotFound("session not found", reason="SESSION_NOT_FOUND")
         await self.auth.end_sessions([session.id], now)
+        await self.auth.events.emit(
+            SecurityEvent.SESSION_REVOKED,
+            user_id=caller.user_id,
+            target=session_ref(session.id),
+            details={"reason": "user_revoked", "count": 1},
+        )
         return True
 
     async def revoke_all(self, caller: AccessClaims, *, keep_current: bool) -> int:
@@ -40,4 +47,9 @@ class SessionService:
             caller.user_id, reason="user_revoked_all", now=now, keep=keep
         )
         await self.auth.end_sessions([s.id for s in revoked], now)
+        await self.auth.events.emit(
+            SecurityEvent.SESSION_REVOKED,
+            user_id=caller.user_id,
+            details={"reason": "user_revoked_all", "count": len(revoked)},
+        )
         return len(revoked)

@@ -34,7 +34,8 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import JSON, TypeDecorator
 
 # Constraint names are part of the schema: stable names let later migrations
 # drop or alter them on both backends (SQLite needs names for batch mode).
@@ -101,6 +102,14 @@ users = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     # Access tokens issued before this instant are rejected.
     Column("tokens_valid_after", UtcDateTime(), nullable=True),
+    # Lockout (C2/C3): consecutive failures, counted before the password is checked.
+    Column("failed_logins", Integer(), nullable=False, server_default=text("0")),
+    # The previous failure; one more than `failure_reset` later counts as the first.
+    Column("last_failed_at", UtcDateTime(), nullable=True),
+    # No login is even checked before this instant.
+    Column("locked_until", UtcDateTime(), nullable=True),
+    # Set at the hard limit (100 failures): only a password reset or an admin unlock clears it.
+    Column("hard_locked", Boolean(), nullable=False, server_default=false()),
     Index(None, "email", unique=True),
 )
 
@@ -168,4 +177,28 @@ refresh_tokens = Table(
     Index(None, "token_hash", unique=True),
     Index(None, "session_id"),
     Index(None, "expires_at"),
+)
+
+# Append-only security history (SECURITY_CHECKLIST H2, I3): one row per decision,
+# named after the OWASP logging vocabulary. Triggers created by migration 0002
+# refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) whoever the role.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("ts", UtcDateTime(), nullable=False),
+    # The vocabulary name, e.g. authn_login_fail (sso.domain.events.SecurityEvent).
+    Column("event", Text(), nullable=False),
+    # Who: the account concerned, when known (no FK: history outlives users).
+    Column("user_id", BigId, nullable=True),
+    # What it was about when not a user: a hashed email, a hashed session id, a rule.
+    Column("target", Text(), nullable=True),
+    Column("outcome", Text(), nullable=False),
+    # From where: the client address and the request id of the RPC.
+    Column("ip", Text(), nullable=True),
+    Column("request_id", Text(), nullable=True),
+    Column("details", JSON().with_variant(JSONB(), "postgresql"), nullable=True),
+    Index(None, "ts"),
+    Index(None, "user_id", "ts"),
+    Index(None, "event", "ts"),
 )

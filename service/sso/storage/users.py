@@ -5,18 +5,41 @@ Registration is atomic under any concurrency because the database decides:
 on the (already normalised) email either inserts or returns nothing, in one
 statement, and nothing becomes `AlreadyExists` (SECURITY_CHECKLIST K6). There is
 no check-then-insert window, and no exception path on the common duplicate.
+
+`SqlLoginAttempts` keeps the lockout counters on the same rows (C1-C3): one
+conditional `UPDATE ... RETURNING` counts an attempt as a failure *before* the
+password is checked and computes the resulting lock in the same statement, so
+N concurrent attempts on a locked account hash nothing, and of N concurrent
+attempts on an open one at most `threshold` get through (row locks serialise
+the updates; each re-checks the lock condition on the row it finally updates).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import RowMapping, select, update
+import itertools
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    case,
+    false,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sso.domain.limits import LockoutPolicy, LockState, Reservation
 from sso.domain.models import User
 from sso.errors import AlreadyExists, NotFound
 from sso.storage._sql import Clock, autocommit, insert_or_nothing, utc_now
 from sso.storage.errors import translated
-from sso.storage.tables import users
+from sso.storage.tables import UtcDateTime, users
 
 _COLUMNS = (
     users.c.id,
@@ -108,3 +131,88 @@ class SqlUserRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         return row is not None
+
+
+def _lock_expr(
+    count: ColumnElement[int], policy: LockoutPolicy, now: datetime
+) -> ColumnElement[datetime]:
+    """`locked_until` for the new failure count, as one CASE over the policy's steps."""
+    steps = policy.steps()
+    whens: list[tuple[ColumnElement[bool], Any]] = [(count < steps[0][0], null())]
+    for (_, delay), (next_start, _) in itertools.pairwise(steps):
+        whens.append((count < next_start, literal(now + delay, UtcDateTime())))
+    return case(*whens, else_=literal(now + steps[-1][1], UtcDateTime()))
+
+
+class SqlLoginAttempts:
+    """The `LoginAttempts` port on the users table (PostgreSQL and SQLite)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = autocommit(engine)
+
+    @translated
+    async def reserve(self, user_id: int, *, now: datetime, policy: LockoutPolicy) -> Reservation:
+        c = users.c
+        stale = or_(c.last_failed_at.is_(None), c.last_failed_at <= now - policy.reset_after)
+        count = case((stale, 1), else_=c.failed_logins + 1)
+        stmt = (
+            update(users)
+            .where(
+                c.id == user_id,
+                c.hard_locked == false(),
+                or_(c.locked_until.is_(None), c.locked_until <= now),
+            )
+            .values(
+                failed_logins=count,
+                last_failed_at=now,
+                locked_until=_lock_expr(count, policy, now),
+                hard_locked=case((count >= policy.hard_limit, true()), else_=false()),
+            )
+            .returning(c.failed_logins, c.locked_until, c.hard_locked)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return Reservation(granted=False)
+        return Reservation(True, row.failed_logins, row.locked_until, bool(row.hard_locked))
+
+    @translated
+    async def release(self, user_id: int, reservation: Reservation, *, now: datetime) -> None:
+        """Give back a reservation, unless another attempt has counted since (then keep it)."""
+        if not reservation.granted:
+            return
+        c = users.c
+        stmt = (
+            update(users)
+            .where(
+                c.id == user_id,
+                c.failed_logins == reservation.failures,
+                c.last_failed_at == now,
+            )
+            .values(failed_logins=c.failed_logins - 1, locked_until=None, hard_locked=False)
+        )
+        async with self._engine.connect() as conn:
+            await conn.execute(stmt)
+
+    @translated
+    async def clear(self, user_id: int) -> bool:
+        stmt = (
+            update(users)
+            .where(users.c.id == user_id)
+            .values(failed_logins=0, last_failed_at=None, locked_until=None, hard_locked=False)
+            .returning(users.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    @translated
+    async def state(self, user_id: int) -> LockState | None:
+        c = users.c
+        stmt = select(c.failed_logins, c.last_failed_at, c.locked_until, c.hard_locked).where(
+            c.id == user_id
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return LockState(row.failed_logins, row.last_failed_at, row.locked_until, row.hard_locked)

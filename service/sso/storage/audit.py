@@ -1,0 +1,100 @@
+"""The audit trail: every security event as one row of the append-only `audit_events` table.
+
+Why this module exists: log lines rotate away and can be dropped by a busy
+collector; ASVS V16.3 and the checklist (H2, I3) want who, what, when (UTC),
+from where and which request for every authentication decision and admin
+action, kept where the service cannot rewrite it (migration 0002 puts triggers
+on the table that refuse UPDATE and DELETE). `SqlAuditSink` is one `EventSink`
+of the fan-out in `sso.app`; the request id and client address come from the
+request context (`sso.logs`), not from call sites.
+
+An audit write never fails the request it describes: database trouble is
+logged (`sso.audit` logger, with the event) and swallowed, so a sick audit
+table cannot turn logins into errors; the log sink still carries the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sso.domain.events import Detail, SecurityEvent
+from sso.logs import client_ip_var, request_id_var
+from sso.storage._sql import Clock, autocommit, utc_now
+from sso.storage.errors import translate_errors
+from sso.storage.tables import audit_events
+
+log = logging.getLogger("sso.audit")
+
+MAX_TEXT = 256
+
+
+def _clip(value: str | None) -> str | None:
+    return None if not value else value[:MAX_TEXT]
+
+
+class SqlAuditSink:
+    """An `EventSink` inserting one `audit_events` row per event (autocommit)."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = autocommit(engine)
+        self._clock = clock
+        self._insert = insert(audit_events)
+        # SQLite has one writer: queue this process's inserts instead of busy-polling.
+        self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # Rows that could not be written (a metric can read it).
+        self.failed_total = 0
+
+    def _row(
+        self,
+        event: SecurityEvent,
+        user_id: int | None,
+        target: str | None,
+        outcome: str,
+        details: Mapping[str, Detail] | None,
+    ) -> dict[str, Any]:
+        request_id = request_id_var.get()
+        return {
+            "ts": self._clock(),
+            "event": event.value,
+            "user_id": user_id,
+            "target": _clip(target),
+            "outcome": outcome[:MAX_TEXT],
+            "ip": _clip(client_ip_var.get()),
+            "request_id": None if request_id == "-" else _clip(request_id),
+            "details": dict(details) if details else None,
+        }
+
+    async def emit(
+        self,
+        event: SecurityEvent,
+        *,
+        user_id: int | None = None,
+        target: str | None = None,
+        outcome: str = "success",
+        details: Mapping[str, Detail] | None = None,
+    ) -> None:
+        row = self._row(event, user_id, target, outcome, details)
+        try:
+            if self._sqlite_writer is None:
+                await self._write(row)
+            else:
+                async with self._sqlite_writer:
+                    await self._write(row)
+        except Exception:
+            self.failed_total += 1
+            log.warning(
+                "audit write failed",
+                exc_info=True,
+                extra={"event": event.value, "user_id": user_id, "outcome": outcome},
+            )
+
+    async def _write(self, row: dict[str, Any]) -> None:
+        with translate_errors():
+            async with self._engine.connect() as conn:
+                await conn.execute(self._insert, row)

@@ -1,0 +1,119 @@
+"""Request ids, access lines and the INTERNAL boundary (H5), through real gRPC calls.
+
+Every RPC answers with `x-request-id` (the caller's when well-formed, else a
+fresh one), every log line of the call carries it, and exactly one access line
+per call records method, code and duration. An unexpected exception becomes
+INTERNAL "internal error (ref=…)" and nothing else; the traceback is logged
+under that ref.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from typing import Any
+
+import grpc
+import observability_support as support
+import pytest
+from observability_support import Running, client_texts, log_lines
+
+from sso_proto.auth import auth_pb2 as legacy_pb2
+from sso_proto.auth import auth_pb2_grpc as legacy_grpc
+from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc
+
+# Fixtures shared by the observability tests (bound here so pytest finds them).
+obs_backend, obs_server, captured = support.obs_backend, support.obs_server, support.captured
+REF = re.compile(r"^internal error \(ref=([0-9a-f]{12})\)$")
+
+
+def access_lines(stream: io.StringIO, request_id: str) -> list[dict[str, Any]]:
+    return [e for e in log_lines(stream) if e["msg"] == "rpc" and e["request_id"] == request_id]
+
+
+async def test_caller_request_id_is_echoed_and_logged(
+    obs_server: Running, captured: io.StringIO
+) -> None:
+    stub = auth_pb2_grpc.AuthStub(obs_server.channel)
+    call = stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=(("x-request-id", "caller-id.1"),))
+    await call
+    assert ("x-request-id", "caller-id.1") in tuple(await call.initial_metadata())
+    (line,) = access_lines(captured, "caller-id.1")
+    assert line["method"] == "/sso.v1.Auth/GetJwks" and line["code"] == "OK"
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["client_ip"] == "127.0.0.1" and line["level"] == "INFO"
+
+
+async def test_missing_or_malformed_ids_are_replaced(
+    obs_server: Running, captured: io.StringIO
+) -> None:
+    stub = auth_pb2_grpc.AuthStub(obs_server.channel)
+    for metadata in [(), (("x-request-id", "has spaces"),), (("x-request-id", "a" * 65),)]:
+        call = stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=metadata)
+        await call
+        ids = [v for k, v in await call.initial_metadata() if k == "x-request-id"]
+        assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{16}", ids[0])
+        assert len(access_lines(captured, ids[0])) == 1
+
+
+async def test_failures_carry_the_id_and_one_access_line(
+    obs_server: Running, captured: io.StringIO
+) -> None:
+    stub = auth_pb2_grpc.AuthStub(obs_server.channel)
+    request = auth_pb2.LoginRequest(email="nobody@example.com", password="x" * 12, app_id=1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Login(request, metadata=(("x-request-id", "fail-1"),))
+    error = info.value
+    assert ("x-request-id", "fail-1") in tuple(error.initial_metadata())
+    lines = [e for e in log_lines(captured) if e["request_id"] == "fail-1"]
+    (access,) = [e for e in lines if e["msg"] == "rpc"]
+    assert access["code"] == error.code().name and access["method"] == "/sso.v1.Auth/Login"
+    assert lines[-1] is access  # the access line is the call's last
+
+
+async def test_concurrent_calls_keep_their_own_ids(
+    obs_server: Running, captured: io.StringIO
+) -> None:
+    stub = auth_pb2_grpc.AuthStub(obs_server.channel)
+    ids = [f"concurrent-{i}" for i in range(50)]
+    calls = [
+        stub.IsAdmin(auth_pb2.IsAdminRequest(user_id=10_000 + i), metadata=(("x-request-id", r),))
+        for i, r in enumerate(ids)
+    ]
+    await asyncio.gather(*(client_texts(c) for c in calls))
+    for rid in ids:
+        (line,) = access_lines(captured, rid)
+        assert line["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("api", ["v1", "legacy"])
+async def test_forced_exception_is_generic_internal_with_logged_ref(
+    obs_server: Running, captured: io.StringIO, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """H5. The fault (a repository raising RuntimeError with SQL in its message) cannot be
+    produced for real, so the repository method is replaced for this call."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("SELECT * FROM users WHERE id = 7 -- exploded")
+
+    monkeypatch.setattr(obs_server.container.auth.users, "get_by_id", broken)
+    metadata = (("x-request-id", f"boom-{api}"),)
+    if api == "v1":
+        call = auth_pb2_grpc.AuthStub(obs_server.channel).IsAdmin(
+            auth_pb2.IsAdminRequest(user_id=7), metadata=metadata
+        )
+    else:
+        call = legacy_grpc.AuthStub(obs_server.channel).IsAdmin(
+            legacy_pb2.IsAdminRequest(user_id=7), metadata=metadata
+        )
+    _, texts, code = await client_texts(call)
+    assert code is grpc.StatusCode.INTERNAL
+    match = REF.match(texts.splitlines()[0])
+    assert match is not None, texts
+    assert "SELECT" not in texts and "RuntimeError" not in texts and "Traceback" not in texts
+    (error,) = [e for e in log_lines(captured) if e.get("ref") == match.group(1)]
+    assert error["level"] == "ERROR" and error["request_id"] == f"boom-{api}"
+    assert "Traceback" in error["exc"] and "RuntimeError" in error["exc"]
+    (access,) = access_lines(captured, f"boom-{api}")
+    assert access["code"] == "INTERNAL"
