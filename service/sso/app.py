@@ -22,7 +22,7 @@ from sso.api.server import ServiceBundle, SSOServer
 from sso.api.tracing import setup_tracing, tracer_of
 from sso.config import Settings
 from sso.domain.auth import AuthService, TokenPolicy
-from sso.domain.events import EventSink, FanOut, LoggingSink
+from sso.domain.events import EventSink, FanOut, LoggingSink, SecurityEvent
 from sso.domain.guard import LoginGuard
 from sso.domain.limits import LockoutPolicy, RateLimiter, RequestLimits
 from sso.domain.ports import Denylist
@@ -36,7 +36,7 @@ from sso.security.tokens import JwtAccessTokens
 from sso.storage.apps import SqlAppRepository
 from sso.storage.audit import SqlAuditSink
 from sso.storage.db import create_engine
-from sso.storage.denylist import MemoryDenylist, RedisDenylist
+from sso.storage.denylist import MemoryDenylist, ReplicatedDenylist
 from sso.storage.instrumentation import instrument_engine, instrument_redis
 from sso.storage.ratelimit import LocalRateLimiter, RedisRateLimiter
 from sso.storage.redis import create_redis
@@ -120,8 +120,12 @@ class Container:
         if s.redis.url is not None:
             redis = create_redis(s.redis)
             instrument_redis(redis, tracer)
-            denylist = RedisDenylist(redis, s.redis.key_prefix)
             closers.append(redis.aclose)
+            # A per-process copy fed by pub/sub; `EXISTS` per call while it is not in sync.
+            replica = ReplicatedDenylist(redis, s.redis.key_prefix)
+            await replica.start()
+            closers.append(replica.close)
+            denylist = replica
             limiter = RedisRateLimiter(
                 redis,
                 s.redis.key_prefix,
@@ -141,7 +145,9 @@ class Container:
         tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
         # Every security event goes to each sink: the audit log line (more sinks append here).
         sinks: list[EventSink] = [LoggingSink()]
-        sinks.append(SqlAuditSink(engine))  # the append-only audit_events table
+        # The append-only audit_events table, minus routine events (they stay in log + metrics).
+        audit_skip = [SecurityEvent(name) for name in s.audit.skip_events]
+        sinks.append(SqlAuditSink(engine, skip=audit_skip))
         sinks.append(MetricsSink())  # business and security counters (/metrics)
         limiter = MeteredLimiter(limiter)  # counts denied and degraded (Redis down) decisions
         auth = AuthService(
@@ -160,6 +166,7 @@ class Container:
                 refresh_grace=s.tokens.refresh_grace,
             ),
             check_deliverability=s.email_check_deliverability,
+            app_cache_ttl=s.tokens.app_cache_ttl.total_seconds(),
             events=FanOut(sinks),
             guard=LoginGuard(
                 limiter=limiter,

@@ -24,16 +24,20 @@ DEFAULT_HOME = Path(".sso")
 class DatabaseSettings(BaseModel):
     # SQLAlchemy URL: postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path.
     url: SecretStr = SecretStr(f"sqlite+aiosqlite:///{DEFAULT_HOME}/sso.db")
-    # Connections kept open per worker process (PostgreSQL).
-    pool_size: int = Field(10, ge=1, le=200)
+    # Connections kept open per worker process (PostgreSQL); at least the calls a worker
+    # keeps in flight, or overflow connections are opened and closed under load.
+    pool_size: int = Field(20, ge=1, le=200)
     # Extra connections opened under burst load, closed when returned.
     max_overflow: int = Field(10, ge=0, le=200)
     # Seconds to wait for a free pooled connection before failing with UNAVAILABLE.
     pool_timeout: float = Field(5.0, gt=0)
     # Seconds after which a pooled connection is replaced (-1 = never).
     pool_recycle: int = Field(1800, ge=-1)
-    # Test a pooled connection before use, so a restarted database is survived.
-    pool_pre_ping: bool = True
+    # Test a pooled connection before use (3 extra round trips per checkout). Off: a
+    # connection that died (database restart, failover) fails the one call that uses it
+    # with UNAVAILABLE, and that disconnect error invalidates the whole pool, so the next
+    # calls reconnect; clients retry UNAVAILABLE. On: that one failed call is avoided.
+    pool_pre_ping: bool = False
     # PostgreSQL statement_timeout for every connection, in milliseconds (0 = off).
     statement_timeout_ms: int = Field(5000, ge=0)
     # Seconds to establish a new database connection.
@@ -85,6 +89,12 @@ class TokenSettings(BaseModel):
     refresh_grace: timedelta = Field(timedelta(seconds=10), le=timedelta(seconds=10))
     # Lifetime of the legacy auth.Auth HS256 token.
     legacy_ttl: timedelta = timedelta(hours=1)
+    # How long a worker reuses an app (name, secret) it read, instead of reading it on every
+    # Login. A changed app secret may take this long to be used by legacy Login and Logout
+    # (0 = read every time). New apps are seen at once: only found apps are kept.
+    app_cache_ttl: timedelta = Field(
+        timedelta(seconds=30), ge=timedelta(0), le=timedelta(minutes=10)
+    )
     # Clock skew tolerated on exp/nbf when verifying.
     leeway: timedelta = Field(timedelta(seconds=30), le=timedelta(seconds=60))
 
@@ -214,6 +224,16 @@ class ObservabilitySettings(BaseModel):
     readiness_requires_redis: bool = False
 
 
+class AuditSettings(BaseModel):
+    """The append-only `audit_events` table (every security event is also a log line)."""
+
+    # Events not written to the audit table (JSON list of event names): routine successes
+    # on hot paths, which would cost a synchronous INSERT per call. They still appear as
+    # `sso.audit` log lines and in the metrics. Security decisions (login failures and
+    # locks, token reuse, revocations, user_created, admin actions) belong in the table.
+    skip_events: list[str] = Field(default_factory=lambda: ["authn_token_refreshed"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SSO_",
@@ -241,6 +261,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     lockout: LockoutSettings = Field(default_factory=LockoutSettings)
     logging: LogSettings = Field(default_factory=LogSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("home")

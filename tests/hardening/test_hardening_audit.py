@@ -1,5 +1,7 @@
 """H2/I3: every decision leaves one audit row (who, what, when UTC, where, request id);
-the table is append-only for the service's own connection, on both backends."""
+the table is append-only for the service's own connection, on both backends.
+Routine successful refreshes (`audit.skip_events`, default `authn_token_refreshed`)
+stay out of the table: log line and metrics only."""
 
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ async def test_every_decision_is_audited(serve, tmp_path: Path, db_url: str) -> 
         "authn_login_success": 3,
         "authn_login_fail": 5,  # four wrong passwords and one unknown user
         "authn_login_lock": 1,
-        "authn_token_refreshed": 2,
+        # The two successful refreshes: log line and metrics only (audit.skip_events).
         "authn_token_reuse": 1,
         "session_revoked": 1,
         "authn_logout": 1,
@@ -125,3 +127,16 @@ async def test_audit_sink_never_fails_the_request(caplog: pytest.LogCaptureFixtu
         await engine.dispose()
     assert sink.failed_total == 1
     assert any("audit write failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_skipped_events_are_not_written_others_are(db_url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=db_url))
+    try:
+        sink = SqlAuditSink(engine, skip=[SecurityEvent.TOKEN_REFRESHED])
+        await sink.emit(SecurityEvent.TOKEN_REFRESHED, user_id=1)
+        await sink.emit(SecurityEvent.TOKEN_REUSE, user_id=1, outcome="failure")
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT event FROM audit_events"))).all()
+        assert [r[0] for r in rows] == ["authn_token_reuse"]
+    finally:
+        await engine.dispose()

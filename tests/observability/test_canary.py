@@ -156,6 +156,7 @@ async def legacy_paths(p: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not (await run(m, "failure", auth.Logout(garbage), S.OK)).success  # the seed's answer
     await run(m, "failure", auth.Logout(legacy_pb2.LogoutRequest()), S.INVALID_ARGUMENT)
     with monkeypatch.context() as patch:
+        p.running.container.auth.forget_apps()  # the app is cached since the calls above
         patch.setattr(p.running.container.auth.apps, "get", fault(token))
         await run(m, "internal", auth.Logout(legacy_pb2.LogoutRequest(token=token)), S.INTERNAL)
 

@@ -5,7 +5,7 @@ on a free port; the service is configured only through the standard `OTEL_*`
 variables. A client sends a W3C `traceparent` in the call metadata; the Login's
 SERVER span must continue that trace (same trace id, the client's span as
 parent) and the PostgreSQL statements must be its CLIENT children; a
-ValidateToken's Redis command likewise. The log lines of the call carry the
+Logout's Redis command likewise. The log lines of the call carry the
 trace id. Without an exporter configured, nothing is set up at all.
 """
 
@@ -187,20 +187,24 @@ async def test_login_span_tree(
     resources = [r for r, s in receiver.spans if s.span_id == server.span_id]
     assert resources[0]["service.name"] == "sso-under-test"
 
-    # Redis calls are children too: ValidateToken checks the denylist.
+    # Redis calls are children too: Logout denylists the session (SET + PUBLISH, one MULTI).
+    # (ValidateToken reads the process's copy of the denylist: no Redis call while in sync.)
     trace2, parent2, header2 = traceparent()
-    await stub.ValidateToken(
-        auth_pb2.ValidateTokenRequest(token=login.tokens.access_token),
+    await stub.Logout(
+        auth_pb2.LogoutRequest(access_token=login.tokens.access_token),
         metadata=(("traceparent", header2),),
     )
+
+    def redis_children(ss: list[trace_pb2.Span]) -> list[trace_pb2.Span]:
+        return [s for s in ss if _attributes(s.attributes).get("db.system.name") == "redis"]
+
     spans2 = await spans_of(
-        receiver, trace2, lambda ss: any(s.kind == CLIENT for s in ss) and len(ss) >= 2
+        receiver, trace2, lambda ss: any(s.kind == SERVER for s in ss) and redis_children(ss)
     )
-    (validate,) = [s for s in spans2 if s.kind == SERVER]
-    assert validate.parent_span_id.hex() == parent2
-    redis_spans = [s for s in spans2 if s.parent_span_id == validate.span_id]
-    assert [s.name for s in redis_spans] == ["EXISTS"]
-    assert _attributes(redis_spans[0].attributes)["db.system.name"] == "redis"
+    (logout,) = [s for s in spans2 if s.kind == SERVER]
+    assert logout.parent_span_id.hex() == parent2
+    redis_spans = [s for s in redis_children(spans2) if s.parent_span_id == logout.span_id]
+    assert [s.name for s in redis_spans] == ["MULTI"]
 
     # The log lines of the traced call carry its trace id.
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line]

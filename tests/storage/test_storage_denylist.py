@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from sso.config import RedisSettings
 from sso.errors import Unavailable
-from sso.storage.denylist import MemoryDenylist, RedisDenylist
+from sso.storage.denylist import MemoryDenylist, RedisDenylist, ReplicatedDenylist
 from sso.storage.redis import create_redis, ping
 
 TIMEOUT = 0.25
@@ -120,4 +120,47 @@ async def test_silent_redis_is_unavailable_within_the_timeout(silent_server: int
         elapsed = await _timed(lambda: RedisDenylist(client).contains("s"))
         assert TIMEOUT * 0.8 < elapsed < TIMEOUT * 2
     finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_replicated_denylist_copies_follow_each_other(redis_server: str) -> None:
+    prefix = f"test-{time.monotonic_ns()}:"
+    first_client, second_client = _redis(redis_server), _redis(redis_server)
+    now = datetime.now(UTC)
+    await RedisDenylist(first_client, prefix).add("before", now + timedelta(minutes=5))
+    first = ReplicatedDenylist(first_client, prefix)
+    second = ReplicatedDenylist(second_client, prefix)
+    try:
+        await first.start()
+        await second.start()
+        deadline = time.monotonic() + 5
+        while not (first.synced and second.synced):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert await second.contains("before")  # loaded by SCAN
+        assert not await second.contains("s1")
+        await first.add("s1", now + timedelta(minutes=5))
+        assert await first.contains("s1")  # the adding process: at once
+        deadline = time.monotonic() + 1
+        while not await second.contains("s1"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        assert 0 < await first_client.pttl(f"{prefix}deny:s1") <= 300_000
+    finally:
+        await first.close()
+        await second.close()
+        await first_client.aclose()
+        await second_client.aclose()
+
+
+async def test_replicated_denylist_never_synced_is_unavailable_without_redis() -> None:
+    client = _redis("redis://127.0.0.1:1/0")
+    deny = ReplicatedDenylist(client, "test:")
+    try:
+        await deny.start()
+        with pytest.raises(Unavailable):
+            await deny.contains("s1")
+    finally:
+        await deny.close()
         await client.aclose()

@@ -139,6 +139,18 @@ async def test_rotation_chain(env: Env) -> None:
     assert (await env.rotate(tok(), tok(), t2)).status is S.NOT_FOUND
 
 
+async def test_rotation_returns_the_user(env: Env) -> None:
+    """ROTATED and GRACE carry the session's user, read by the rotation itself."""
+    _, rt1 = await env.login()
+    rt2 = tok()
+    expected = await SqlUserRepository(env.engine).get_by_id(env.user_id)
+    assert expected is not None
+    out = await env.rotate(rt1, rt2, T0)
+    assert out.status is S.ROTATED and out.user == expected
+    retry = await env.rotate(rt1, rt2, T0 + timedelta(seconds=1))
+    assert retry.status is S.GRACE and retry.user == expected
+
+
 async def test_grace_returns_the_same_successor_and_writes_nothing(env: Env) -> None:
     sid, rt1 = await env.login()
     rt2 = tok()

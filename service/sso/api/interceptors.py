@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from sso import errors, logs
 from sso.api import errors as api_errors
 from sso.api.context import peer_ip
+from sso.api.metrics import WrappedHandlers
 
 log = logging.getLogger("sso.rpc")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -64,8 +65,8 @@ TOKEN_FIELDS = frozenset({"token", "access_token", "refresh_token"})
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def _request_id(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and REQUEST_ID.match(value):
             return value
     return secrets.token_hex(8)
@@ -152,6 +153,7 @@ def request_secrets(
 class ErrorBoundary(grpc.aio.ServerInterceptor):
     def __init__(self, *, default_deadline: float = DEFAULT_DEADLINE) -> None:
         self.default_deadline = default_deadline
+        self._handlers = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self,
@@ -163,13 +165,18 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method: str = handler_call_details.method
+        return self._handlers.get(handler_call_details.method, handler)
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The method's wrapped handler: built once per method, per-call state read per call."""
         legacy = method.startswith("/auth.")
         inner = cast(Handler, handler.unary_unary)
-        request_id = _request_id(handler_call_details)
-        metadata = handler_call_details.invocation_metadata
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            metadata = context.invocation_metadata()
+            request_id = _request_id(metadata)
             request_id_token = logs.request_id_var.set(request_id)
             ip_token = logs.client_ip_var.set(peer_ip(context))
             secrets_token = logs.bind_request_secrets(request_secrets(request, metadata))
@@ -203,14 +210,15 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 code = failure.code
                 await context.abort(failure.code, failure.message, failure.trailing_metadata)
             finally:
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+                if log.isEnabledFor(logging.INFO):  # no access line (nor its fields) otherwise
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        },
+                    )
                 logs.unbind_request_secrets(secrets_token)
                 logs.client_ip_var.reset(ip_token)
                 logs.request_id_var.reset(request_id_token)

@@ -121,6 +121,7 @@ EVENT_LOOP_LAG = Gauge(
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 if TYPE_CHECKING:
+    Build = Callable[[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]]
     Continuation = Callable[
         [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
     ]
@@ -148,6 +149,35 @@ def unary_handler(
     )
 
 
+class WrappedHandlers:
+    """Each method's wrapped handler, built once instead of on every call.
+
+    Keyed by method name and valid while the server hands out the same inner
+    handler object for it (registered handlers are fixed; anything else is
+    rebuilt). Only methods the server knows get here, so the cache is bounded
+    by the registered methods (and capped, to be safe).
+    """
+
+    MAX_METHODS = 1024
+
+    def __init__(self, build: Build) -> None:
+        self._build = build
+        self._cache: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    def get(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        hit = self._cache.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self._build(method, handler)
+        if len(self._cache) < self.MAX_METHODS or method in self._cache:
+            self._cache[method] = (handler, wrapped)
+        return wrapped
+
+
 def _validation_result(code: str) -> str:
     if code == "OK":
         return "valid"
@@ -165,16 +195,25 @@ _BY_METHOD: dict[str, Callable[[str], None]] = {
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Latency, counts by status code, errors and in-flight calls of every unary method."""
 
+    def __init__(self) -> None:
+        self._handlers = WrappedHandlers(self._wrap)
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method: str = handler_call_details.method
+        return self._handlers.get(handler_call_details.method, handler)
+
+    @staticmethod
+    def _wrap(
+        method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         inner = cast(Handler, handler.unary_unary)
         in_flight = GRPC_IN_FLIGHT.labels(method)
         seconds = GRPC_SECONDS.labels(method)
+        requests_ok = GRPC_REQUESTS.labels(method, "OK")
         extra = _BY_METHOD.get(method)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -190,8 +229,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 in_flight.dec()
                 seconds.observe(time.perf_counter() - started)
                 code = final_code(context, error)
-                GRPC_REQUESTS.labels(method, code).inc()
-                if code != "OK":
+                if code == "OK":
+                    requests_ok.inc()
+                else:
+                    GRPC_REQUESTS.labels(method, code).inc()
                     GRPC_ERRORS.labels(method, code).inc()
                 if extra is not None:
                     extra(code)

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from sso.api.metrics import Handler, final_code, unary_handler
+from sso.api.metrics import Handler, WrappedHandlers, final_code, unary_handler
 from sso.config import ObservabilitySettings
 
 if TYPE_CHECKING:
@@ -121,9 +121,9 @@ def tracer_of(provider: TracerProvider | None) -> Tracer | None:
     return provider.get_tracer(INSTRUMENTATION_NAME)
 
 
-def _carrier(details: grpc.HandlerCallDetails) -> dict[str, str]:
+def _carrier(metadata: Any) -> dict[str, str]:
     carrier: dict[str, str] = {}
-    for key, value in details.invocation_metadata or ():
+    for key, value in metadata or ():
         if isinstance(value, str):
             carrier[key] = value
     return carrier
@@ -134,6 +134,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
+        self._handlers = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -144,15 +145,22 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if method.startswith(UNTRACED_PREFIXES):
             return handler
+        return self._handlers.get(method, handler)
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         service, _, name = method.lstrip("/").partition("/")
-        parent = propagate.extract(_carrier(handler_call_details))
+        span_name = method.lstrip("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         inner = cast(Handler, handler.unary_unary)
         tracer = self.tracer
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+            # The caller's trace context is per call: read from this call's metadata.
+            parent = propagate.extract(_carrier(context.invocation_metadata()))
             with tracer.start_as_current_span(
-                method.lstrip("/"),
+                span_name,
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,

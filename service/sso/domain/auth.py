@@ -129,6 +129,11 @@ class AuthService:
     events: EventSink = field(default_factory=FanOut)
     # Rate limits, lockout and timing parity (none of them by default).
     guard: LoginGuard = field(default_factory=LoginGuard)
+    # Seconds a found app is reused by `app()` (0 = read it every time); see config.
+    app_cache_ttl: float = 0.0
+    _apps: dict[int, tuple[App, float]] = field(default_factory=dict, init=False, repr=False)
+
+    APP_CACHE_MAX = 1024
 
     # -- accounts -----------------------------------------------------------------
 
@@ -236,12 +241,25 @@ class AuthService:
         return user.is_admin
 
     async def app(self, app_id: int) -> App:
+        """The app, from this process's cache for `app_cache_ttl` seconds after a read."""
         if app_id <= 0:
             raise InvalidArgument("app_id is required", reason="APP_ID_REQUIRED")
+        cached = self._apps.get(app_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         app = await self.apps.get(app_id)
-        if app is None:
+        if app is None:  # not cached: an app created a moment later is found at once
+            self._apps.pop(app_id, None)
             raise NotFound("app not found", reason="APP_NOT_FOUND")
+        if self.app_cache_ttl > 0:
+            if len(self._apps) >= self.APP_CACHE_MAX:
+                self._apps.clear()
+            self._apps[app_id] = (app, time.monotonic() + self.app_cache_ttl)
         return app
+
+    def forget_apps(self) -> None:
+        """Drop this process's cached apps (the next `app()` reads each again)."""
+        self._apps.clear()
 
     # -- sessions and tokens --------------------------------------------------------
 
@@ -301,7 +319,11 @@ class AuthService:
         elif session is None or expires is None:
             failure = TokenError()
         else:
-            user = await self.users.get_by_id(session.user_id)
+            # The rotation returns the user it joined; only a repository that does not
+            # (or a user that is gone) costs a second lookup.
+            user = outcome.user
+            if user is None:
+                user = await self.users.get_by_id(session.user_id)
             failure = TokenRevoked() if user is None else None
         if failure is not None or session is None or user is None or expires is None:
             await self.events.emit(

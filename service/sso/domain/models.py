@@ -74,3 +74,6 @@ class RotationOutcome:
     session: Session | None = None
     # For ROTATED and GRACE: when the successor refresh token expires if unused.
     successor_expires_at: datetime | None = None
+    # For ROTATED and GRACE: the session's user, read by the rotation itself (None when
+    # the user is gone, or the repository does not provide it: then ask `UserRepository`).
+    user: User | None = None

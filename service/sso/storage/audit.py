@@ -8,6 +8,11 @@ on the table that refuse UPDATE and DELETE). `SqlAuditSink` is one `EventSink`
 of the fan-out in `sso.app`; the request id and client address come from the
 request context (`sso.logs`), not from call sites.
 
+Routine events may be kept out of the table (`skip`, from `audit.skip_events`;
+by default `authn_token_refreshed`, one per Refresh, the hottest write path):
+they still reach the log line and the metrics through the other sinks, but
+cost no INSERT. Failed refreshes, reuse and every other decision are written.
+
 An audit write never fails the request it describes: database trouble is
 logged (`sso.audit` logger, with the event) and swallowed, so a sick audit
 table cannot turn logins into errors; the log sink still carries the event.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import insert
@@ -41,8 +46,16 @@ def _clip(value: str | None) -> str | None:
 class SqlAuditSink:
     """An `EventSink` inserting one `audit_events` row per event (autocommit)."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utc_now,
+        skip: Iterable[SecurityEvent] = (),
+    ) -> None:
         self._engine = autocommit(engine)
+        # Events this sink does not write (the log and metrics sinks still see them).
+        self.skip = frozenset(skip)
         self._clock = clock
         self._insert = insert(audit_events)
         # SQLite has one writer: queue this process's inserts instead of busy-polling.
@@ -79,6 +92,8 @@ class SqlAuditSink:
         outcome: str = "success",
         details: Mapping[str, Detail] | None = None,
     ) -> None:
+        if event in self.skip:
+            return
         row = self._row(event, user_id, target, outcome, details)
         try:
             if self._sqlite_writer is None:

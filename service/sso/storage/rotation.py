@@ -15,6 +15,10 @@ concurrency argument can be read in one place (SECURITY_CHECKLIST E1-E4):
   touch the session, insert the successor with that id. Nothing is inserted
   unless the CAS matched, and the CAS only matches a live session.
 - SQLite runs the same steps as four statements in one transaction.
+- Both paths also return the session's user (the columns an access token and
+  the user-exists check need, labelled `u_*`): PostgreSQL joins `users` in the
+  same statement, SQLite reads it in the same transaction (`USER_OF_SESSION`),
+  so a refresh needs no second lookup.
 - When the CAS matches nothing, `CLASSIFY` reads the token, its session and
   its successor in one query and the repository decides NOT_FOUND / REVOKED /
   EXPIRED / GRACE / REUSED, in the order of the port's docstring.
@@ -36,10 +40,23 @@ from sqlalchemy import (
     update,
 )
 
-from sso.storage.tables import UtcDateTime, refresh_tokens, sessions
+from sso.storage.tables import UtcDateTime, refresh_tokens, sessions, users
 
 rt = refresh_tokens
 s = sessions
+u = users
+
+# The user's columns as returned next to a session's, prefixed so names do not collide.
+USER_PREFIX = "u_"
+USER_COLUMNS = (
+    u.c.id,
+    u.c.email,
+    u.c.password_hash,
+    u.c.is_admin,
+    u.c.email_verified,
+    u.c.created_at,
+    u.c.tokens_valid_after,
+)
 
 # Named parameters shared by the statements below.
 NOW: BindParameter[object] = bindparam("now", type_=UtcDateTime())
@@ -76,6 +93,10 @@ INSERT_SUCCESSOR = (
 )
 
 LINK_SUCCESSOR = update(rt).where(rt.c.id == TOKEN_ID).values(replaced_by=NEW_ID)
+
+USER_OF_SESSION = select(*(c.label(USER_PREFIX + c.name) for c in USER_COLUMNS)).where(
+    u.c.id == bindparam("user_id", type_=u.c.id.type)
+)
 
 
 # --- PostgreSQL: one statement --------------------------------------------------
@@ -115,7 +136,8 @@ def _pg_rotate() -> Select[tuple[object, ...]]:
     return select(
         *(touched.c[c.name] for c in s.c),
         successor.c.expires_at.label("successor_expires_at"),
-    ).select_from(touched.join(successor, true()))
+        *(c.label(USER_PREFIX + c.name) for c in USER_COLUMNS),
+    ).select_from(touched.join(successor, true()).outerjoin(u, u.c.id == touched.c.user_id))
 
 
 PG_ROTATE = _pg_rotate()
@@ -132,9 +154,12 @@ CLASSIFY = (
         _succ.c.token_hash.label("succ_hash"),
         _succ.c.used_at.label("succ_used_at"),
         _succ.c.expires_at.label("succ_expires_at"),
+        *(c.label(USER_PREFIX + c.name) for c in USER_COLUMNS),
     )
     .select_from(
-        rt.join(s, s.c.id == rt.c.session_id).outerjoin(_succ, _succ.c.id == rt.c.replaced_by)
+        rt.join(s, s.c.id == rt.c.session_id)
+        .outerjoin(_succ, _succ.c.id == rt.c.replaced_by)
+        .outerjoin(u, u.c.id == s.c.user_id)
     )
     .where(rt.c.token_hash == PRESENTED)
 )

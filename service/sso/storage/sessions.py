@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import RowMapping, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sso.domain.models import NewSession, RotationOutcome, RotationStatus, Session
+from sso.domain.models import NewSession, RotationOutcome, RotationStatus, Session, User
 from sso.errors import Conflict
 from sso.storage import rotation as q
 from sso.storage._sql import autocommit
@@ -46,6 +46,21 @@ def _session(m: RowMapping) -> Session:
         expires_at=m["expires_at"],
         revoked_at=m["revoked_at"],
         revoke_reason=m["revoke_reason"],
+    )
+
+
+def _user(m: RowMapping) -> User | None:
+    """The `u_*` columns of a rotation row (None: the user is gone)."""
+    if m["u_id"] is None:
+        return None
+    return User(
+        id=m["u_id"],
+        email=m["u_email"],
+        password_hash=m["u_password_hash"],
+        is_admin=m["u_is_admin"],
+        email_verified=m["u_email_verified"],
+        created_at=m["u_created_at"],
+        tokens_valid_after=m["u_tokens_valid_after"],
     )
 
 
@@ -125,7 +140,7 @@ class SqlSessionRepository:
                         # row: the successor exists but is dead; say so now.
                         return RotationOutcome(RotationStatus.REVOKED, session)
                     return RotationOutcome(
-                        RotationStatus.ROTATED, session, m["successor_expires_at"]
+                        RotationStatus.ROTATED, session, m["successor_expires_at"], _user(m)
                     )
                 return await self._classify(conn, params, successor_hash, now, grace)
         async with self._sqlite_writer, self._engine.begin() as conn:
@@ -145,7 +160,13 @@ class SqlSessionRepository:
                 )
             ).scalar_one()
             await conn.execute(q.LINK_SUCCESSOR, {"token_id": token_id, "new_id": new_id})
-            return RotationOutcome(RotationStatus.ROTATED, session, successor_expires_at)
+            user = (await conn.execute(q.USER_OF_SESSION, {"user_id": session.user_id})).first()
+            return RotationOutcome(
+                RotationStatus.ROTATED,
+                session,
+                successor_expires_at,
+                None if user is None else _user(user._mapping),
+            )
 
     async def _classify(
         self,
@@ -177,7 +198,7 @@ class SqlSessionRepository:
             and m["succ_expires_at"] > now
             and hmac.compare_digest(bytes(m["succ_hash"]), successor_hash)
         ):
-            return RotationOutcome(RotationStatus.GRACE, session, m["succ_expires_at"])
+            return RotationOutcome(RotationStatus.GRACE, session, m["succ_expires_at"], _user(m))
         revoked = (
             await conn.execute(q.REVOKE_FOR_REUSE, {"now": now, "session_id": session.id})
         ).first()
