@@ -182,6 +182,23 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             secrets_token = logs.bind_request_secrets(request_secrets(request, metadata))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            logged = False
+
+            def access_line() -> None:
+                # Written before an abort sends the status, so a client that got its
+                # answer can already find the line (and once only).
+                nonlocal logged
+                if not logged and log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        },
+                    )
+                logged = True
+
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 check_fields(request)
@@ -189,10 +206,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             except errors.SSOError as exc:
                 failure = api_errors.translate(exc, legacy=legacy)
                 code = failure.code
+                access_line()
                 await context.abort(failure.code, failure.message, failure.trailing_metadata)
             except _ServerDeadline:
                 failure = api_errors.deadline_exceeded(self.default_deadline)
                 code = failure.code
+                access_line()
                 await context.abort(failure.code, failure.message, failure.trailing_metadata)
             except grpc.aio.AbortError:
                 set_code = context.code()
@@ -208,17 +227,10 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 log.exception("unhandled error", extra={"method": method, "ref": ref})
                 failure = api_errors.internal(ref)
                 code = failure.code
+                access_line()
                 await context.abort(failure.code, failure.message, failure.trailing_metadata)
             finally:
-                if log.isEnabledFor(logging.INFO):  # no access line (nor its fields) otherwise
-                    log.info(
-                        "rpc",
-                        extra={
-                            "method": method,
-                            "code": code.name,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        },
-                    )
+                access_line()
                 logs.unbind_request_secrets(secrets_token)
                 logs.client_ip_var.reset(ip_token)
                 logs.request_id_var.reset(request_id_token)
