@@ -81,7 +81,9 @@ async def test_needs_rehash_after_parameter_bump(fast_settings: PasswordSettings
 
 
 async def test_overloaded_when_workers_and_queue_are_full() -> None:
-    settings = PasswordSettings(memory_kib=8192, time_cost=1, workers=1, max_queue=2)
+    # Slots free the instant a hash ends (from the worker thread), so each hash must outlast
+    # the admission of all ten calls, even on a loaded machine: ~100 ms, not ~5 ms.
+    settings = PasswordSettings(memory_kib=65536, time_cost=3, workers=1, max_queue=2)
     hasher = Argon2PasswordHasher(settings)
     try:
         results = await asyncio.gather(
