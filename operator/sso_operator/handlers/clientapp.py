@@ -15,6 +15,7 @@ import kopf
 
 from sso_operator import conditions
 from sso_operator import status as statuses
+from sso_operator.handlers.invalid import record_invalid_spec
 from sso_operator.spec import GROUP, VERSION, InvalidSpecError, parse_clientapp_spec
 
 PLURAL = "clientapps"
@@ -35,17 +36,14 @@ def reconcile(
     try:
         parsed = parse_clientapp_spec(spec)
     except InvalidSpecError as error:
-        desired = statuses.failed(
-            str(error),
-            generation=generation,
+        record_invalid_spec(
+            error,
+            body=body,
+            patch=patch,
             current=current,
+            generation=generation,
             order=conditions.CLIENTAPP_CONDITION_TYPES,
         )
-        patch.status.update(statuses.merge_patch(current, desired))
-        if current.get("phase") != statuses.FAILED or current.get("observedGeneration") != (
-            generation
-        ):
-            kopf.warn(body, reason="InvalidSpec", message=str(error))
         raise
     desired = statuses.clientapp_pending(
         parsed, name=name, namespace=namespace, generation=generation, current=current

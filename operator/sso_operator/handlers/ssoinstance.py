@@ -22,7 +22,9 @@ from typing import Any
 
 import kopf
 
+from sso_operator import conditions
 from sso_operator import status as statuses
+from sso_operator.handlers.invalid import record_invalid_spec
 from sso_operator.spec import GROUP, VERSION, InvalidSpecError, parse_instance_spec
 
 PLURAL = "ssoinstances"
@@ -47,12 +49,14 @@ def reconcile(
     try:
         parsed = parse_instance_spec(spec)
     except InvalidSpecError as error:
-        desired = statuses.failed(str(error), generation=generation, current=current)
-        patch.status.update(statuses.merge_patch(current, desired))
-        if current.get("phase") != statuses.FAILED or current.get("observedGeneration") != (
-            generation
-        ):
-            kopf.warn(body, reason="InvalidSpec", message=str(error))
+        record_invalid_spec(
+            error,
+            body=body,
+            patch=patch,
+            current=current,
+            generation=generation,
+            order=conditions.INSTANCE_CONDITION_TYPES,
+        )
         raise
     desired = statuses.instance_pending(
         parsed, name=name, namespace=namespace, generation=generation, current=current
