@@ -8,6 +8,8 @@ builders from drifting apart.
 
 from __future__ import annotations
 
+import hashlib
+
 GRPC_PORT = 50051
 HTTP_PORT = 8080
 CLUSTER_DOMAIN_SUFFIX = "svc"
@@ -48,3 +50,65 @@ def signing_keys_secret(name: str) -> str:
 def credentials_secret(app_name: str, explicit: str | None = None) -> str:
     """The Secret a ClientApp's credentials go to: ``spec.credentialsSecret.name`` or a default."""
     return explicit or f"{app_name}-sso-credentials"
+
+
+# Names shared by the workload, database, key and backup reconcilers. Every
+# child object of an SSOInstance called ``name`` is named from here.
+
+
+def database_credentials_secret(name: str) -> str:
+    """Generated PostgreSQL credentials: keys ``username``, ``password``, ``database``,
+    ``primary-dsn`` and ``replica-dsn`` (asyncpg URLs the service reads)."""
+    return f"{name}-db-credentials"
+
+
+def database_replication_secret(name: str) -> str:
+    """The replication role's credentials (keys ``username``, ``password``)."""
+    return f"{name}-db-replication"
+
+
+def database_primary(name: str) -> str:
+    """StatefulSet (and headless Service) of the PostgreSQL primary."""
+    return f"{name}-db-primary"
+
+
+def database_replicas(name: str) -> str:
+    """StatefulSet of the PostgreSQL streaming replicas."""
+    return f"{name}-db-replica"
+
+
+def redis(name: str) -> str:
+    """Deployment and Service of the managed Redis."""
+    return f"{name}-redis"
+
+
+def redis_secret(name: str) -> str:
+    """Generated Redis password (key ``password``) and URL (key ``url``)."""
+    return f"{name}-redis"
+
+
+def admin_token_secret(name: str) -> str:
+    """The admin token the operator generates for an instance (key ``token``)."""
+    return f"{name}-admin-token"
+
+
+def config_map(name: str) -> str:
+    """The service's non-secret configuration (``SSO_*`` variables)."""
+    return f"{name}-config"
+
+
+def migration_job(name: str, image: str) -> str:
+    """One migration Job per image, so an image change runs a fresh one."""
+    return f"{name}-migrate-{hashlib.sha256(image.encode()).hexdigest()[:10]}"
+
+
+def backup_pvc(name: str) -> str:
+    return f"{name}-backups"
+
+
+def backup_cronjob(name: str) -> str:
+    return f"{name}-backup"
+
+
+def restore_test_cronjob(name: str) -> str:
+    return f"{name}-restore-test"

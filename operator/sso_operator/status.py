@@ -65,6 +65,9 @@ def instance_pending(
         Condition(
             conditions.SERVICE_READY, "Unknown", "Provisioning", "SSO Deployment not created"
         ),
+        Condition(
+            conditions.MIGRATIONS_READY, "Unknown", "Provisioning", "Migrations have not run yet"
+        ),
         Condition(conditions.KEYS_READY, "Unknown", "Provisioning", "Signing keys not created"),
         backup_condition,
     ]

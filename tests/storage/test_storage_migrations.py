@@ -44,7 +44,9 @@ def _diff(conn: Connection) -> list[Any]:
 async def test_upgrade_from_empty_then_downgrade_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     await migrate.aupgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0002_lockout_and_audit"
+    head = migrate.head()
+    assert head is not None and head >= "0005"
+    assert migrate.current(empty_url) == head
     assert await _run_sync(empty_url, _tables) >= TABLES
 
     migrate.downgrade(empty_url, "base")
@@ -52,7 +54,7 @@ async def test_upgrade_from_empty_then_downgrade_to_base(empty_url: str) -> None
     assert not TABLES & await _run_sync(empty_url, _tables)
 
     await migrate.aupgrade(empty_url)  # and up again: downgrade left nothing behind
-    assert await migrate.acurrent(empty_url) == "0002_lockout_and_audit"
+    assert await migrate.acurrent(empty_url) == head
 
 
 async def test_models_match_migrations(db_url: str) -> None:
