@@ -135,6 +135,10 @@ class ServerSettings(BaseModel):
     reflection: bool = True
     # Seconds an RPC may run when the client sent no deadline, then DEADLINE_EXCEEDED (0 = no cap).
     default_deadline: float = Field(10.0, ge=0)
+    # Which calls write an access line ("rpc" at INFO): all; writes = all but successful
+    # read-only lookups (ValidateToken, GetJwks, IsAdmin, health Check: metrics count them);
+    # errors = only calls that did not end OK.
+    access_log: Literal["all", "writes", "errors"] = "writes"
 
 
 class RateLimitSettings(BaseModel):

@@ -80,7 +80,11 @@ async def obs_server(
     tmp_path: Path, obs_backend: tuple[str, str | None], captured: io.StringIO
 ) -> AsyncIterator[Running]:
     """The service on each backend with logs captured from before it starts."""
-    running = await start(make_settings(tmp_path, *obs_backend))
+    settings = make_settings(tmp_path, *obs_backend)
+    # Every call writes its access line here (the default leaves out successful
+    # lookups); test_request_ids checks that policy on its own.
+    settings.server.access_log = "all"
+    running = await start(settings)
     yield running
     await stop(running)
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import grpc
 import observability_support as support
 import pytest
 from observability_support import Running, client_texts, log_lines
+from sso_harness import make_settings, start, stop
 
 from sso_proto.auth import auth_pb2 as legacy_pb2
 from sso_proto.auth import auth_pb2_grpc as legacy_grpc
@@ -117,3 +119,31 @@ async def test_forced_exception_is_generic_internal_with_logged_ref(
     assert "Traceback" in error["exc"] and "RuntimeError" in error["exc"]
     (access,) = access_lines(captured, f"boom-{api}")
     assert access["code"] == "INTERNAL"
+
+
+@pytest.mark.parametrize("policy", ["writes", "errors"])
+async def test_access_log_policy_leaves_out_only_what_it_says(
+    tmp_path: Path, sqlite_url: str, captured: io.StringIO, policy: str
+) -> None:
+    """`server.access_log`: successful lookups (or all successes) write no line;
+    failures always do, whatever the method."""
+    settings = make_settings(tmp_path, sqlite_url)
+    settings.server.access_log = policy  # type: ignore[assignment]
+    running = await start(settings)
+    try:
+        stub = auth_pb2_grpc.AuthStub(running.channel)
+        meta = (("x-request-id", f"{policy}-jwks"),)
+        await stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=meta)
+        with pytest.raises(grpc.aio.AioRpcError):
+            bad = auth_pb2.ValidateTokenRequest(token="a.b.c")
+            await stub.ValidateToken(bad, metadata=(("x-request-id", f"{policy}-bad"),))
+        email = f"{policy}@example.com"
+        register = auth_pb2.RegisterRequest(email=email, password="correct horse battery 9")
+        await stub.Register(register, metadata=(("x-request-id", f"{policy}-reg"),))
+        assert access_lines(captured, f"{policy}-jwks") == []
+        (failed,) = access_lines(captured, f"{policy}-bad")
+        assert failed["method"] == "/sso.v1.Auth/ValidateToken" and failed["code"] != "OK"
+        logged = access_lines(captured, f"{policy}-reg")
+        assert len(logged) == (1 if policy == "writes" else 0)
+    finally:
+        await stop(running)

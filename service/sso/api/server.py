@@ -135,7 +135,7 @@ class SSOServer:
         server = grpc.aio.server(
             interceptors=[
                 *self._interceptors(),
-                ErrorBoundary(default_deadline=s.default_deadline),
+                ErrorBoundary(default_deadline=s.default_deadline, access_log=s.access_log),
             ],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             options=[
