@@ -37,7 +37,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TextIO, cast
@@ -45,9 +45,33 @@ from typing import Any, Literal, Protocol, TextIO, cast
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # The caller's address as the edge saw it; set by the gRPC interceptor.
 client_ip_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip", default="")
+
+
+class _RequestSecrets:
+    """The (value, kind) pairs of one request, worked out on first use.
+
+    Most calls write no log line at all (successful lookups write no access
+    line), so finding the secrets of a request (which decodes a bearer JWT's
+    claims) is deferred until a line is actually masked, and done once.
+    """
+
+    __slots__ = ("_find", "_pairs")
+
+    def __init__(self, find: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self._find: Callable[[], Iterable[tuple[str, str]]] | None = find
+        self._pairs: tuple[tuple[str, str], ...] = ()
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        if self._find is not None:
+            find, self._find = self._find, None
+            self._pairs = _ordered(find())
+        return self._pairs
+
+
+_NO_SECRETS = _RequestSecrets(tuple)
 # (value, kind) pairs of the current request that must never appear in a log line.
-_request_secrets: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
-    "log_request_secrets", default=()
+_request_secrets: contextvars.ContextVar[_RequestSecrets] = contextvars.ContextVar(
+    "log_request_secrets", default=_NO_SECRETS
 )
 
 MASK = "***"
@@ -137,18 +161,27 @@ class Rules:
         return self.ip_by_level.get(levelno, "clear")
 
 
-def bind_request_secrets(values: Iterable[tuple[str, str]]) -> contextvars.Token[Any]:
-    """Register (value, kind) pairs of the current request; kinds: secret, email, session.
-
-    Until `unbind_request_secrets(token)`, every log line written in this context
-    has those values replaced wherever they appear (tracebacks included).
-    """
+def _ordered(values: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     kept = {(v, k) for v, k in values if len(v) >= MIN_REQUEST_SECRET}
     for value, kind in list(kept):
         if kind == EMAIL and value.casefold() != value:
             kept.add((value.casefold(), kind))
-    ordered = tuple(sorted(kept, key=lambda item: -len(item[0])))
-    return _request_secrets.set(ordered)
+    return tuple(sorted(kept, key=lambda item: -len(item[0])))
+
+
+def bind_request_secrets(
+    values: Iterable[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]],
+) -> contextvars.Token[Any]:
+    """Register (value, kind) pairs of the current request; kinds: secret, email, session.
+
+    Until `unbind_request_secrets(token)`, every log line written in this context
+    has those values replaced wherever they appear (tracebacks included). A
+    callable is called once, when the first line of the request is masked.
+    """
+    if callable(values):
+        return _request_secrets.set(_RequestSecrets(values))
+    pairs = _ordered(values)
+    return _request_secrets.set(_RequestSecrets(lambda: pairs))
 
 
 def unbind_request_secrets(token: contextvars.Token[Any]) -> None:
@@ -210,7 +243,7 @@ def mask_ip(value: str, mode: IpMode) -> str:
 
 def mask_text(text: str, email_mode: EmailMode = "partial") -> str:
     """The free-text rules: request secrets, bearer, key=value secrets, DSNs, emails."""
-    for value, kind in _request_secrets.get():
+    for value, kind in _request_secrets.get().pairs():
         if value in text:
             if kind == EMAIL:
                 text = text.replace(value, mask_email(value, email_mode))

@@ -311,3 +311,28 @@ def test_masking_cost_per_access_line(capture: Any) -> None:
     print(f"\nmasked JSON access line: {per_line_us:.1f} µs")
     assert len(lines(stream)) == n
     assert per_line_us < 500
+
+
+def test_lazy_request_secrets_are_found_once_and_only_when_a_line_is_written(
+    capture: Any,
+) -> None:
+    """The interceptor binds a callable: a call that logs nothing never decodes its
+    token; one that logs twice finds the secrets once."""
+    stream, log = capture
+    password = "correct horse battery 78"
+    found: list[int] = []
+
+    def find() -> list[tuple[str, str]]:
+        found.append(1)
+        return [(password, "secret")]
+
+    token = logs.bind_request_secrets(find)
+    try:
+        assert found == []
+        log.info("first %s", password)
+        log.info("second %s", password)
+    finally:
+        logs.unbind_request_secrets(token)
+    assert found == [1]
+    assert password not in stream.getvalue()
+    assert [entry["msg"] for entry in lines(stream)] == ["first ***", "second ***"]

@@ -202,7 +202,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             request_id = _request_id(metadata)
             request_id_token = logs.request_id_var.set(request_id)
             ip_token = logs.client_ip_var.set(peer_ip(context))
-            secrets_token = logs.bind_request_secrets(request_secrets(request, metadata))
+            secrets_token = logs.bind_request_secrets(lambda: request_secrets(request, metadata))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             logged = False
