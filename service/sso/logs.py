@@ -261,9 +261,12 @@ def mask_text(text: str, email_mode: EmailMode = "partial") -> str:
 
 
 def _looks_random(run: str) -> bool:
-    """A long [A-Za-z0-9_-] run with a digit or mixed case: a token, not an identifier."""
+    """A long [A-Za-z0-9_-] run with a digit, mixed case, or only capital letters (a
+    base32 TOTP secret can have no digit): a token, not an identifier."""
     has_digit = any(c.isdigit() for c in run)
-    return has_digit or (any(c.islower() for c in run) and any(c.isupper() for c in run))
+    if has_digit or (run.isalpha() and run.isupper()):
+        return True
+    return any(c.islower() for c in run) and any(c.isupper() for c in run)
 
 
 def scan_text(text: str, min_length: int = 32) -> tuple[str, int]:

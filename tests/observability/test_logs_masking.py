@@ -202,6 +202,10 @@ def test_final_check_catches_secret_shapes_under_innocent_keys(capture: Any) -> 
     # Identifiers and prose are not tokens.
     log.info("test_every_forged_token_is_rejected in sso_proto.sso.v1.auth_pb2_grpc")
     assert lines(stream)[-1]["msg"].startswith("test_every_forged_token_is_rejected")
+    # A base32 TOTP secret can be all capitals with no digit; constants have underscores.
+    base32 = "JBSWYQDPEHPKQPXPKRXWQRLSVNWXQJTM"
+    log.info("secret %s of MAX_CONCURRENT_REQUESTS_PER_PROCESS_X", base32)
+    assert lines(stream)[-1]["msg"] == "secret *** of MAX_CONCURRENT_REQUESTS_PER_PROCESS_X"
 
 
 class _Opaque:
