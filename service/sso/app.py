@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import signal
@@ -16,34 +17,56 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import context as otel_context
+
+from sso.api.account_lifecycle import Lifecycle
 from sso.api.context import trust_proxies
-from sso.api.metrics import MeteredLimiter, MetricsSink
+from sso.api.metrics import LegacyHashGauge, MeteredLimiter, MetricsSink
 from sso.api.server import ServiceBundle, SSOServer
 from sso.api.tracing import setup_tracing, tracer_of
 from sso.config import Settings
+from sso.domain.account import AccountPolicy, AccountService, Background
+from sso.domain.admin import AdminService, register_export_sections
 from sso.domain.auth import AuthService, TokenPolicy
 from sso.domain.events import EventSink, FanOut, LoggingSink, SecurityEvent
+from sso.domain.export import UserExport
 from sso.domain.guard import LoginGuard
+from sso.domain.history import HistoryService
 from sso.domain.limits import LockoutPolicy, RateLimiter, RequestLimits
 from sso.domain.ports import Denylist
 from sso.domain.sessions import SessionService
+from sso.domain.two_factor import TwoFactorPolicy, TwoFactorService
+from sso.mail.dispatcher import MailDispatcher
 from sso.security import keys as keyset
 from sso.security import legacy, opaque
 from sso.security.passwords import Argon2PasswordHasher
 from sso.security.policy import PasswordPolicy
 from sso.security.secretbox import SecretBox, load_data_key
 from sso.security.tokens import JwtAccessTokens
+from sso.security.totp import TotpAuthenticator
+from sso.storage.account_tokens import SqlAccountTokens
+from sso.storage.admin import SqlAdminStore
 from sso.storage.apps import SqlAppRepository
 from sso.storage.audit import SqlAuditSink
 from sso.storage.db import create_engine
 from sso.storage.denylist import MemoryDenylist, ReplicatedDenylist
+from sso.storage.history import SqlLoginHistory
 from sso.storage.instrumentation import instrument_engine, instrument_redis
+from sso.storage.legacy_import import count_bcrypt_hashes
 from sso.storage.ratelimit import LocalRateLimiter, RedisRateLimiter
 from sso.storage.redis import create_redis
 from sso.storage.sessions import SqlSessionRepository
+from sso.storage.two_factor import SqlTwoFactorRepository
 from sso.storage.users import SqlLoginAttempts, SqlUserRepository
 
 log = logging.getLogger("sso.app")
+
+
+def untraced_context() -> contextvars.Context:
+    """A copy of the current context (request id, client address) without the trace span."""
+    ctx = contextvars.copy_context()
+    ctx.run(otel_context.attach, otel_context.Context())
+    return ctx
 
 
 class OpaqueTokenAdapter:
@@ -140,7 +163,11 @@ class Container:
             checks["redis"] = redis_ok
         else:
             denylist = MemoryDenylist()
-        hasher = Argon2PasswordHasher(s.passwords)
+        # Bcrypt hashes imported from the Go service left (docs/migrating-from-go-sso.md).
+        legacy_hashes = LegacyHashGauge(lambda: count_bcrypt_hashes(engine))
+        legacy_hashes.start()
+        closers.append(legacy_hashes.close)
+        hasher = Argon2PasswordHasher(s.passwords, on_legacy_verified=legacy_hashes.poke)
         closers.append(hasher.close)
         tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
         # Every security event goes to each sink: the audit log line (more sinks append here).
@@ -150,9 +177,10 @@ class Container:
         sinks.append(SqlAuditSink(engine, skip=audit_skip))
         sinks.append(MetricsSink())  # business and security counters (/metrics)
         limiter = MeteredLimiter(limiter)  # counts denied and degraded (Redis down) decisions
+        apps = SqlAppRepository(engine, SecretBox.from_data_key(data_key))
         auth = AuthService(
             users=SqlUserRepository(engine),
-            apps=SqlAppRepository(engine, SecretBox.from_data_key(data_key)),
+            apps=apps,
             sessions=SqlSessionRepository(engine),
             denylist=denylist,
             hasher=hasher,
@@ -171,12 +199,60 @@ class Container:
             guard=LoginGuard(
                 limiter=limiter,
                 limits=RequestLimits.from_settings(s.ratelimit),
-                attempts=SqlLoginAttempts(engine) if s.lockout.enabled else None,
+                # Lockout off still refuses administratively locked accounts (docs/admin.md).
+                attempts=SqlLoginAttempts(engine, counting=s.lockout.enabled),
                 policy=LockoutPolicy.from_settings(s.lockout),
                 max_checks=s.passwords.workers + s.passwords.max_queue,
             ),
         )
         sessions = SessionService(auth)
+        # TOTP second factor: Login asks it after a password verified (docs/two-factor.md).
+        two_factor = TwoFactorService(
+            auth=auth,
+            repo=SqlTwoFactorRepository(engine),
+            crypto=TotpAuthenticator(data_key, issuer=s.two_factor.issuer),
+            policy=TwoFactorPolicy.from_settings(s.two_factor),
+        )
+        auth.second_factor = two_factor
+        # GDPR export (sso.domain.export): each feature registers its sections on `exporter`.
+        exporter = UserExport()
+        exporter.register("two_factor", two_factor.export_section)
+        admin_store = SqlAdminStore(engine)
+        register_export_sections(exporter, admin_store)
+        # Account lifecycle (docs/account.md): mail, verification, reset, history, devices.
+        mailer = MailDispatcher.from_settings(s.mail, embedded=s.embedded, home=s.home)
+        closers.append(mailer.close)
+        # After-the-answer work (closed before the mailer: closers run in reverse), outside
+        # the RPC's trace: its statements are not children of a span that already ended.
+        account_work = Background(context=untraced_context)
+        closers.append(account_work.close)
+        account_tokens = SqlAccountTokens(engine)
+        account = AccountService(
+            auth=auth,
+            tokens=account_tokens,
+            mailer=mailer,
+            policy=AccountPolicy.from_settings(s.account, ip_limits=s.ratelimit.enabled),
+            background=account_work,
+        )
+        history = HistoryService(
+            auth=auth,
+            history=SqlLoginHistory(engine),
+            tokens=account_tokens,
+            mailer=mailer,
+            background=account_work,
+            notify_new_device=s.account.notify_new_device,
+        )
+        sinks.extend([account, history])  # registration → verification mail; logins → history
+        history.register_sections(exporter)
+        auth.require_verified_email = s.account.unverified_login == "refuse"
+        admin = AdminService(
+            auth=auth,
+            apps=apps,
+            store=admin_store,
+            exporter=exporter,
+            secret_overlap=s.admin.secret_overlap,
+            totp_enabled=two_factor.enabled,  # User.totp_enabled in the Admin API
+        )
         bundle = ServiceBundle(
             auth=auth,
             sessions=sessions,
@@ -187,6 +263,11 @@ class Container:
             checks=checks,
             observability=s.observability,
             tracer=tracer,
+            admin=admin,
+            admin_settings=s.admin,
+            exporter=exporter,
+            two_factor=two_factor,
+            lifecycle=Lifecycle(account=account, history=history, exporter=exporter),
         )
         return cls(s, auth, sessions, bundle, keyring, closers)
 
@@ -205,6 +286,11 @@ async def cleanup_loop(container: Container, interval: float) -> None:
             removed = await container.auth.sessions.cleanup(
                 datetime.now(UTC), keep_revoked_for=timedelta(days=1)
             )
+            if container.bundle.two_factor is not None:  # used and expired MFA challenges
+                removed += await container.bundle.two_factor.repo.cleanup(datetime.now(UTC))
+            if container.bundle.lifecycle is not None:  # expired verification/reset links
+                lifecycle = container.bundle.lifecycle
+                removed += await lifecycle.account.tokens.cleanup(datetime.now(UTC))
             log.info("cleanup", extra={"removed": removed})
         except Exception:
             log.exception("cleanup failed")

@@ -238,6 +238,124 @@ class AuditSettings(BaseModel):
     skip_events: list[str] = Field(default_factory=lambda: ["authn_token_refreshed"])
 
 
+class MailSettings(BaseModel):
+    """Outgoing mail: verification and reset links, security notices (docs/account.md)."""
+
+    # auto: outbox in embedded mode (SQLite, no Redis), smtp otherwise; smtp: send through
+    # `host`; outbox: write each mail as a .eml file into `outbox_dir`; disabled: drop (logged).
+    mode: Literal["auto", "smtp", "outbox", "disabled"] = "auto"
+    # SMTP server (mode smtp).
+    host: str = "localhost"
+    # SMTP port: 587 for STARTTLS, 465 for implicit TLS.
+    port: int = Field(587, ge=1, le=65535)
+    # Transport security: starttls (required, not opportunistic), tls (implicit), or none
+    # (plain text: only for a relay on the same host or a test server).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    # Verify the server's certificate (starttls and tls).
+    validate_certs: bool = True
+    # SMTP AUTH user name; unset = no authentication.
+    username: str | None = None
+    # SMTP AUTH password.
+    password: SecretStr | None = None
+    # Seconds for connecting and for each SMTP command.
+    timeout: float = Field(10.0, gt=0)
+    # Further attempts after a transient failure (connection error, timeout, 4xx reply).
+    retries: int = Field(4, ge=0, le=20)
+    # Seconds before the first retry; doubled for each next one (with jitter), capped below.
+    backoff_initial: float = Field(2.0, gt=0)
+    # Longest wait between two attempts, seconds.
+    backoff_max: float = Field(300.0, gt=0)
+    # Mails waiting to be sent per process; beyond that new mails are dropped (logged).
+    queue_size: int = Field(1000, ge=1)
+    # Mails sent at once per process.
+    workers: int = Field(2, ge=1, le=32)
+    # The From header of every mail.
+    from_address: str = "SSO <no-reply@localhost>"
+    # Base URL of the pages the links in mails open (…/account/verify-email?token=…).
+    base_url: str = "http://127.0.0.1:8080"
+    # Directory of the file outbox (mode outbox), created with mode 0700; unset = `home`/outbox.
+    outbox_dir: Path | None = None
+
+
+class AccountSettings(BaseModel):
+    """Email verification, password reset and change, login history (docs/account.md)."""
+
+    # What an unverified account may do: allow (log in; tokens say email_verified=false)
+    # or refuse (Login answers FAILED_PRECONDITION EMAIL_NOT_VERIFIED after a correct password).
+    unverified_login: Literal["allow", "refuse"] = "allow"
+    # Lifetime of an email verification link.
+    verification_ttl: timedelta = Field(timedelta(hours=24), gt=timedelta(0), le=timedelta(days=7))
+    # Lifetime of a password reset link.
+    reset_ttl: timedelta = Field(timedelta(minutes=30), gt=timedelta(0), le=timedelta(hours=2))
+    # Reset mails sent per account per hour; further requests get the same answer, no mail.
+    reset_mails_per_hour: int = Field(3, ge=1, le=100)
+    # Verification mails (registration included) sent per account per hour.
+    verification_mails_per_hour: int = Field(3, ge=1, le=100)
+    # RequestPasswordReset and ResendVerification calls per client IP per window
+    # (beyond: RESOURCE_EXHAUSTED, whatever the address).
+    mail_requests_per_ip: int = Field(20, ge=1)
+    # Window of the per-IP limit above (sliding).
+    mail_requests_per_ip_window: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    # Mail the user when a login comes from a device not seen before (not on the first login).
+    notify_new_device: bool = True
+
+
+class TwoFactorSettings(BaseModel):
+    """TOTP second factor and backup codes (docs/two-factor.md)."""
+
+    # The issuer shown by authenticator apps (otpauth:// URI label and `issuer` parameter).
+    issuer: str = Field("SSO", min_length=1, max_length=64)
+    # Lifetime of the MFA challenge Login returns instead of tokens (single use).
+    challenge_ttl: timedelta = Field(
+        timedelta(minutes=5), ge=timedelta(seconds=30), le=timedelta(minutes=10)
+    )
+    # Codes (TOTP or backup) tried per challenge; the next one is refused, even a right one.
+    challenge_attempts: int = Field(5, ge=1, le=20)
+    # Consecutive wrong TOTP codes per account after which TOTP codes are no longer checked
+    # (no HMAC runs) until a login with a backup code clears the count (checklist C5).
+    account_attempts: int = Field(100, ge=1, le=1000)
+    # Time steps of 30 s accepted either side of now (RFC 6238 §5.2 allows at most 1).
+    valid_window: int = Field(1, ge=0, le=1)
+    # Lifetime of a started but unconfirmed enrolment.
+    enrollment_ttl: timedelta = Field(
+        timedelta(minutes=10), ge=timedelta(minutes=1), le=timedelta(hours=1)
+    )
+    # Backup codes per set (each 120 random bits, single use).
+    backup_codes: int = Field(10, ge=5, le=20)
+
+
+class AdminSettings(BaseModel):
+    """The `sso.v1.Admin` API (docs/admin.md): admin credentials, allowed networks, rotation."""
+
+    # Admin bearer tokens (JSON list; at least 32 characters each). Compared by SHA-256 digest
+    # in constant time. Prefer `token_file` (a mounted Secret) to putting them in the env.
+    tokens: list[SecretStr] = Field(default_factory=list)
+    # A file with one admin token per line (the operator mounts a Secret with key `token`);
+    # re-read when it changes, so a rotated Secret applies without a restart.
+    token_file: Path | None = None
+    # Accept the access token of a user whose admin flag is set (checked in the database
+    # on every call, not taken from the token's claims).
+    allow_admin_users: bool = True
+    # Client networks (CIDRs, JSON list) that may call any Admin RPC; empty = any address.
+    # The client address honours `ratelimit.trusted_proxies` (x-forwarded-for).
+    allowed_cidrs: list[str] = Field(default_factory=list)
+    # How long the previous app secret keeps working after RotateAppSecret (when the call
+    # asks for no overlap of its own).
+    secret_overlap: timedelta = Field(timedelta(hours=24), ge=timedelta(0), le=timedelta(days=30))
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _admin_cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
+
+    @field_validator("tokens")
+    @classmethod
+    def _long_tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(t.get_secret_value().strip()) < 32 for t in value):
+            raise ValueError("admin tokens must have at least 32 characters")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SSO_",
@@ -267,6 +385,10 @@ class Settings(BaseSettings):
     logging: LogSettings = Field(default_factory=LogSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    two_factor: TwoFactorSettings = Field(default_factory=TwoFactorSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    account: AccountSettings = Field(default_factory=AccountSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @field_validator("home")
     @classmethod

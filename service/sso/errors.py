@@ -112,6 +112,13 @@ class RateLimited(SSOError):
         self.retry_after = retry_after
 
 
+class AppRateLimited(RateLimited):
+    """Raised when an app's own login rate limit (Admin API setting) is exhausted."""
+
+    reason = "APP_RATE_LIMITED"
+    default_message = "too many logins for this app"
+
+
 class Overloaded(RateLimited):
     """Raised when a bounded internal queue (password hashing) is full."""
 
@@ -124,6 +131,15 @@ class FailedPrecondition(SSOError):
 
     reason = "FAILED_PRECONDITION"
     default_message = "failed precondition"
+
+
+class MfaRequired(FailedPrecondition):
+    """Raised when a login path that cannot carry a second factor meets an account with one."""
+
+    reason = "MFA_REQUIRED"
+    default_message = (
+        "two-factor authentication is enabled for this account: log in with sso.v1.Auth/Login"
+    )
 
 
 class Conflict(SSOError):

@@ -72,6 +72,8 @@ async def test_every_decision_is_audited(serve, tmp_path: Path, db_url: str) -> 
         "user_created": 2,
         "excess_rate_limit_exceeded": 1,  # once per window, however many denials
         "authn_login_success": 3,
+        "session_created": 3,  # each successful login's session (app, device: docs/account.md)
+        "user_verification_sent": 2,  # the verification mail of each registration
         "authn_login_fail": 5,  # four wrong passwords and one unknown user
         "authn_login_lock": 1,
         # The two successful refreshes: log line and metrics only (audit.skip_events).
@@ -80,7 +82,9 @@ async def test_every_decision_is_audited(serve, tmp_path: Path, db_url: str) -> 
         "authn_logout": 1,
     }, events
     assert set(events) <= {e.value for e in SecurityEvent}
-    by_request = {r["request_id"]: r for r in rows}
+    # The first row of each request (a login's session_created and a registration's mail
+    # follow under the same request id).
+    by_request = {r["request_id"]: r for r in reversed(rows)}
     created = by_request["req-register"]
     assert created["event"] == "user_created" and created["user_id"] == reg.user_id
     success = by_request["req-login-ok"]

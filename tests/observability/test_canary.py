@@ -21,11 +21,21 @@ from typing import Any
 import grpc
 import observability_support as support
 import pytest
+from canary_two_factor import TWO_FACTOR_METHODS, two_factor_paths
 from observability_support import Running, client_texts, log_lines, metric_exposition
 
 from sso_proto.auth import auth_pb2 as legacy_pb2
 from sso_proto.auth import auth_pb2_grpc as legacy_grpc
-from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from sso_proto.sso.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
 
 # Fixtures shared by the observability tests (bound here so pytest finds them).
 obs_backend, obs_server, captured = support.obs_backend, support.obs_server, support.captured
@@ -290,14 +300,262 @@ async def sessions_paths(p: Probe, monkeypatch: pytest.MonkeyPatch, me: Any, oth
         await run(m, "internal", stub.RevokeAllSessions(keep, metadata=bearer), S.INTERNAL)
 
 
+# sso.v1.Account's lifecycle half (the two-factor half is driven by its own paths).
+LIFECYCLE_METHODS = tuple(
+    f"/sso.v1.Account/{name}"
+    for name in (
+        "VerifyEmail",
+        "ResendVerification",
+        "RequestPasswordReset",
+        "ResetPassword",
+        "ChangePassword",
+        "ListLoginHistory",
+        "ListConnectedApps",
+        "RevokeAppAccess",
+        "ExportMyData",
+    )
+)
+
+
+async def lifecycle_paths(p: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every lifecycle RPC; the link tokens of every mail the service sends are secrets too."""
+    stub, run = account_pb2_grpc.AccountStub(p.running.channel), p.run
+    auth = auth_pb2_grpc.AuthStub(p.running.channel)
+    lifecycle = p.running.container.bundle.lifecycle
+    assert lifecycle is not None
+    service, history = lifecycle.account, lifecycle.history
+    mailed: list[Any] = []
+    submit = service.mailer.submit
+
+    def recording(mail: Any) -> bool:  # watches what is mailed, then sends it as usual
+        mailed.append(mail)
+        p.keep(mail.values.get("token", ""))
+        return bool(submit(mail))
+
+    monkeypatch.setattr(service.mailer, "submit", recording)
+
+    async def mail_token(kind: str) -> str:
+        await service.background.drain()
+        return str([m for m in mailed if m.kind.value == kind][-1].values["token"])
+
+    email = p.email("account")
+    first_new, second_new = f"Canary {p.c} first new staple", f"Canary {p.c} second new horse"
+    p.forbidden.update({first_new, second_new})
+    await auth.Register(auth_pb2.RegisterRequest(email=email, password=p.password))
+    verify = await mail_token("verify_email")
+
+    m = "/sso.v1.Account/VerifyEmail"
+    await run(m, "success", stub.VerifyEmail(account_pb2.VerifyEmailRequest(token=verify)))
+    garbage = account_pb2.VerifyEmailRequest(token=p.garbage["rt"])
+    await run(m, "failure", stub.VerifyEmail(garbage), S.UNAUTHENTICATED)
+    with monkeypatch.context() as patch:
+        patch.setattr(service.tokens, "verify_email", fault(verify))
+        await run(m, "internal", stub.VerifyEmail(garbage), S.INTERNAL)
+
+    for m, call in (
+        ("/sso.v1.Account/ResendVerification", stub.ResendVerification),
+        ("/sso.v1.Account/RequestPasswordReset", stub.RequestPasswordReset),
+    ):
+        kind = (
+            account_pb2.ResendVerificationRequest
+            if "Resend" in m
+            else account_pb2.RequestPasswordResetRequest
+        )
+        await run(m, "success", call(kind(email=email)))
+        await run(m, "success", call(kind(email=p.email("nobody"))))
+        await run(m, "failure", call(kind(email=p.email("bad") + "@x")), S.INVALID_ARGUMENT)
+        with monkeypatch.context() as patch:
+            patch.setattr(service.auth.guard, "throttle", fault(email))
+            await run(m, "internal", call(kind(email=email)), S.INTERNAL)
+
+    tokens = (
+        await auth.Login(
+            auth_pb2.LoginRequest(
+                email=email, password=p.password, app_id=p.running.app.id, device_name="canary"
+            )
+        )
+    ).tokens
+    p.keep(tokens.access_token, tokens.refresh_token, tokens.session_id)
+    bearer = (("authorization", f"Bearer {tokens.access_token}"),)
+    garbage_bearer = (("authorization", f"Bearer {p.garbage['bearer']}"),)
+    await service.background.drain()
+
+    authed: tuple[tuple[str, Any, Any, str, Any], ...] = (
+        (
+            "ListLoginHistory",
+            stub.ListLoginHistory,
+            account_pb2.ListLoginHistoryRequest(),
+            history.history,
+            "page",
+        ),
+        (
+            "ListConnectedApps",
+            stub.ListConnectedApps,
+            account_pb2.ListConnectedAppsRequest(),
+            service.auth.sessions,
+            "list_active",
+        ),
+        (
+            "ExportMyData",
+            stub.ExportMyData,
+            account_pb2.ExportMyDataRequest(),
+            history.history,
+            "devices",
+        ),
+    )
+    for name, call, request, target, attr in authed:
+        m = f"/sso.v1.Account/{name}"
+        await run(m, "success", call(request, metadata=bearer))
+        await run(m, "failure", call(request, metadata=garbage_bearer), S.UNAUTHENTICATED)
+        with monkeypatch.context() as patch:
+            patch.setattr(target, attr, fault(tokens.access_token, email))
+            await run(m, "internal", call(request, metadata=bearer), S.INTERNAL)
+
+    m = "/sso.v1.Account/RevokeAppAccess"
+    other = await auth.Login(
+        auth_pb2.LoginRequest(email=email, password=p.password, app_id=p.running.app.id)
+    )
+    p.keep(other.tokens.access_token, other.tokens.refresh_token, other.tokens.session_id)
+    revoke = account_pb2.RevokeAppAccessRequest(app_id=p.running.app.id)
+    await run(
+        m,
+        "failure",
+        stub.RevokeAppAccess(account_pb2.RevokeAppAccessRequest(), metadata=bearer),
+        S.INVALID_ARGUMENT,
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(service.auth.sessions, "list_active", fault(tokens.access_token))
+        await run(m, "internal", stub.RevokeAppAccess(revoke, metadata=bearer), S.INTERNAL)
+    # The caller's own session goes with the app: log in again for the calls below.
+    await run(m, "success", stub.RevokeAppAccess(revoke, metadata=bearer))
+    tokens = (
+        await auth.Login(
+            auth_pb2.LoginRequest(email=email, password=p.password, app_id=p.running.app.id)
+        )
+    ).tokens
+    p.keep(tokens.access_token, tokens.refresh_token, tokens.session_id)
+    bearer = (("authorization", f"Bearer {tokens.access_token}"),)
+
+    m = "/sso.v1.Account/ChangePassword"
+    change = account_pb2.ChangePasswordRequest(current_password=p.password, new_password=first_new)
+    wrong = account_pb2.ChangePasswordRequest(
+        current_password=p.wrong_password, new_password=second_new
+    )
+    weak = account_pb2.ChangePasswordRequest(
+        current_password=p.password, new_password=p.weak_password
+    )
+    await run(m, "failure", stub.ChangePassword(wrong, metadata=bearer), S.UNAUTHENTICATED)
+    await run(m, "failure", stub.ChangePassword(weak, metadata=bearer), S.INVALID_ARGUMENT)
+    await run(m, "failure", stub.ChangePassword(change, metadata=garbage_bearer), S.UNAUTHENTICATED)
+    with monkeypatch.context() as patch:
+        patch.setattr(service.tokens, "change_password", fault(first_new, tokens.access_token))
+        await run(m, "internal", stub.ChangePassword(change, metadata=bearer), S.INTERNAL)
+    await run(m, "success", stub.ChangePassword(change, metadata=bearer))
+
+    m = "/sso.v1.Account/ResetPassword"
+    await stub.RequestPasswordReset(account_pb2.RequestPasswordResetRequest(email=email))
+    reset = await mail_token("password_reset")
+    good = account_pb2.ResetPasswordRequest(token=reset, new_password=second_new)
+    await run(
+        m,
+        "failure",
+        stub.ResetPassword(
+            account_pb2.ResetPasswordRequest(token=reset, new_password=p.weak_password)
+        ),
+        S.INVALID_ARGUMENT,
+    )
+    await run(
+        m,
+        "failure",
+        stub.ResetPassword(
+            account_pb2.ResetPasswordRequest(token=p.garbage["rt"], new_password=second_new)
+        ),
+        S.UNAUTHENTICATED,
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(service.tokens, "peek", fault(reset, second_new))
+        await run(m, "internal", stub.ResetPassword(good), S.INTERNAL)
+    await run(m, "success", stub.ResetPassword(good))
+    await service.background.drain()
+    assert {m.kind.value for m in mailed} >= {"verify_email", "password_reset", "password_changed"}
+
+
+# sso.v1.Admin methods that hand out or take an app secret (docs/admin.md).
+ADMIN_SECRET_METHODS = ("/sso.v1.Admin/CreateApp", "/sso.v1.Admin/RotateAppSecret")
+
+
+async def admin_paths(p: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CreateApp (generated and imported secret), RotateAppSecret, Login with x-client-secret."""
+    stub, run = admin_pb2_grpc.AdminStub(p.running.channel), p.run
+    auth = auth_pb2_grpc.AuthStub(p.running.channel)
+    admin = p.running.container.bundle.admin
+    assert admin is not None
+    email = p.email("admin")
+    uid = (await auth.Register(auth_pb2.RegisterRequest(email=email, password=p.password))).user_id
+    await p.running.container.auth.users.set_admin(
+        uid, True
+    )  # an admin user's token is a credential
+    login = auth_pb2.LoginRequest(email=email, password=p.password, app_id=p.running.app.id)
+    tokens = (await auth.Login(login)).tokens
+    p.keep(tokens.access_token, tokens.refresh_token, tokens.session_id)
+    bearer = (("authorization", f"Bearer {tokens.access_token}"),)
+    garbage = (("authorization", f"Bearer {p.garbage['bearer']}"),)
+    imported = f"canary-imported-secret-{p.c}"
+    p.forbidden.add(imported)
+
+    m = "/sso.v1.Admin/CreateApp"
+    made = await run(
+        m, "success", stub.CreateApp(admin_pb2.CreateAppRequest(name=f"c-{p.c}"), metadata=bearer)
+    )
+    p.keep(made.secret)
+    request = admin_pb2.CreateAppRequest(name=f"i-{p.c}", secret=imported)
+    copied = await run(m, "success", stub.CreateApp(request, metadata=bearer))
+    await run(m, "failure", stub.CreateApp(request, metadata=bearer), S.ALREADY_EXISTS)
+    await run(m, "failure", stub.CreateApp(request, metadata=garbage), S.UNAUTHENTICATED)
+    with monkeypatch.context() as patch:
+        patch.setattr(admin.apps, "create_info", fault(imported, made.secret))
+        await run(m, "internal", stub.CreateApp(request, metadata=bearer), S.INTERNAL)
+
+    m = "/sso.v1.Admin/RotateAppSecret"
+    rotate = admin_pb2.RotateAppSecretRequest(app_id=made.app.app_id, overlap_seconds=60)
+    rotated = await run(m, "success", stub.RotateAppSecret(rotate, metadata=bearer))
+    p.keep(rotated.secret)
+    missing = admin_pb2.RotateAppSecretRequest(app_id=10**9)
+    await run(m, "failure", stub.RotateAppSecret(missing, metadata=bearer), S.NOT_FOUND)
+    with monkeypatch.context() as patch:
+        patch.setattr(admin.apps, "rotate_secret", fault(rotated.secret, made.secret))
+        await run(m, "internal", stub.RotateAppSecret(rotate, metadata=bearer), S.INTERNAL)
+
+    # The app authenticates with its secret in metadata: old (overlap), new, imported, wrong.
+    m = "/sso.v1.Auth/Login"
+    for app_id, secret in (
+        (made.app.app_id, made.secret),
+        (made.app.app_id, rotated.secret),
+        (copied.app.app_id, imported),
+    ):
+        request_login = auth_pb2.LoginRequest(email=email, password=p.password, app_id=app_id)
+        pair = await run(
+            m, "success", auth.Login(request_login, metadata=(("x-client-secret", secret),))
+        )
+        p.keep(pair.tokens.access_token, pair.tokens.refresh_token, pair.tokens.session_id)
+    wrong = (("x-client-secret", p.garbage["legacy"]),)
+    await run(m, "failure", auth.Login(login, metadata=wrong), S.UNAUTHENTICATED)
+
+
 async def test_no_canary_in_logs_errors_or_metrics(
     obs_server: Running, captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     probe = Probe(obs_server)
     await legacy_paths(probe, monkeypatch)
     await v1_paths(probe, monkeypatch)
+    await lifecycle_paths(probe, monkeypatch)
+    await admin_paths(probe, monkeypatch)
+    await two_factor_paths(probe, monkeypatch, fault)
 
     covered = {(m, path) for m, path in probe.paths}
+    for method in (*LIFECYCLE_METHODS, *ADMIN_SECRET_METHODS, *TWO_FACTOR_METHODS):
+        for path in ("success", "failure", "internal"):
+            assert (method, path) in covered, (method, path)
     for method in every_method():
         for path in ("success", "internal"):
             assert (method, path) in covered, (method, path)

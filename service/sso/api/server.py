@@ -21,20 +21,28 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer
 
 from sso.api import metrics
+from sso.api.account import AccountV1
+from sso.api.account_lifecycle import Lifecycle
+from sso.api.admin import AdminV1
+from sso.api.admin_auth import SERVICE_NAME as ADMIN_SERVICE_NAME
+from sso.api.admin_auth import AdminGate, add_admin_service
 from sso.api.health import Check, HealthState
 from sso.api.http import HttpListener, Response, Route
 from sso.api.interceptors import ErrorBoundary
 from sso.api.legacy import LegacyAuth, LegacyPermissions
 from sso.api.tracing import TracingInterceptor
 from sso.api.v1 import AuthV1, SessionsV1
-from sso.config import ObservabilitySettings, ServerSettings
+from sso.config import AdminSettings, ObservabilitySettings, ServerSettings
+from sso.domain.admin import AdminService
 from sso.domain.auth import AuthService
+from sso.domain.export import UserExport
 from sso.domain.ports import AccessTokenIssuer, LegacyTokens
 from sso.domain.sessions import SessionService
+from sso.domain.two_factor import TwoFactorService
 from sso_proto.auth import auth_pb2, auth_pb2_grpc
+from sso_proto.sso.v1 import account_pb2, account_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from sso_proto.sso.v1 import auth_pb2 as v1_auth_pb2
 from sso_proto.sso.v1 import auth_pb2_grpc as v1_auth_pb2_grpc
-from sso_proto.sso.v1 import sessions_pb2, sessions_pb2_grpc
 
 log = logging.getLogger("sso.server")
 
@@ -43,6 +51,8 @@ SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["Permissions"].full_name,
     v1_auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
     sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name,
+    account_pb2.DESCRIPTOR.services_by_name["Account"].full_name,
+    ADMIN_SERVICE_NAME,
 )
 
 
@@ -60,6 +70,15 @@ class ServiceBundle:
     # Metrics switch and liveness lag limit; the tracer when OTEL_* configure export.
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     tracer: Tracer | None = None
+    # sso.v1.Admin (served only behind its gate, sso.api.admin_auth); None = not served.
+    admin: AdminService | None = None
+    admin_settings: AdminSettings = field(default_factory=AdminSettings)
+    # TOTP second factor (sso.v1.Auth/VerifyMfa, the two-factor half of sso.v1.Account).
+    two_factor: TwoFactorService | None = None
+    # The GDPR export registry (sso.domain.export), for servicers that export a user's data.
+    exporter: UserExport = field(default_factory=UserExport)
+    # The lifecycle half of sso.v1.Account (verification, reset, history, export).
+    lifecycle: Lifecycle | None = None
 
 
 class SSOServer:
@@ -150,8 +169,16 @@ class SSOServer:
             LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server
         )
         auth_pb2_grpc.add_PermissionsServicer_to_server(LegacyPermissions(b.auth), server)
-        v1_auth_pb2_grpc.add_AuthServicer_to_server(AuthV1(b.auth, b.access_tokens), server)
+        v1_auth_pb2_grpc.add_AuthServicer_to_server(
+            AuthV1(b.auth, b.access_tokens, b.two_factor), server
+        )
+        if b.two_factor is not None and b.lifecycle is not None:
+            account_pb2_grpc.add_AccountServicer_to_server(
+                AccountV1(lifecycle=b.lifecycle, two_factor=b.two_factor), server
+            )
         sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsV1(b.sessions), server)
+        if b.admin is not None:
+            add_admin_service(server, AdminV1(b.admin), AdminGate(b.admin, b.admin_settings))
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         if s.reflection:
             names = (*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME)

@@ -7,11 +7,14 @@ from typing import Any
 
 import grpc
 
-from sso.api.context import bearer_token, client_info
+from sso.api.account_mfa import factor_of
+from sso.api.context import bearer_token, client_info, metadata_value
 from sso.domain.auth import AccessClaims, AuthService, IssuedTokens
 from sso.domain.models import Session
-from sso.domain.ports import AccessTokenIssuer
+from sso.domain.ports import AccessTokenIssuer, MfaChallengeIssued
 from sso.domain.sessions import SessionService
+from sso.domain.two_factor import TwoFactorService
+from sso.errors import Unauthenticated
 from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -51,8 +54,13 @@ def _claims(claims: AccessClaims) -> auth_pb2.Claims:
 
 
 class AuthV1(auth_pb2_grpc.AuthServicer):
-    def __init__(self, auth: AuthService, keys: AccessTokenIssuer) -> None:
-        self._auth, self._keys = auth, keys
+    def __init__(
+        self,
+        auth: AuthService,
+        keys: AccessTokenIssuer,
+        two_factor: TwoFactorService | None = None,
+    ) -> None:
+        self._auth, self._keys, self._two_factor = auth, keys, two_factor
 
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
@@ -63,13 +71,30 @@ class AuthV1(auth_pb2_grpc.AuthServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: Context
     ) -> auth_pb2.LoginResponse:
-        tokens = await self._auth.login(
+        result = await self._auth.login(
             request.email,
             request.password,
             request.app_id,
             client_info(context, request.device_name),
+            # A confidential client proves itself with its app secret (docs/admin.md).
+            client_secret=metadata_value(context, "x-client-secret") or None,
         )
-        return auth_pb2.LoginResponse(tokens=_pair(tokens))
+        if isinstance(result, MfaChallengeIssued):
+            challenge = auth_pb2.MfaChallenge(
+                challenge_id=result.challenge_id,
+                methods=list(result.methods),
+                expires_in=result.expires_in,
+            )
+            return auth_pb2.LoginResponse(mfa_required=challenge)
+        return auth_pb2.LoginResponse(tokens=_pair(result))
+
+    async def VerifyMfa(
+        self, request: auth_pb2.VerifyMfaRequest, context: Context
+    ) -> auth_pb2.VerifyMfaResponse:
+        if self._two_factor is None:
+            raise Unauthenticated("no second factor is configured", reason="MFA_CHALLENGE_INVALID")
+        tokens = await self._two_factor.verify(request.challenge_id, factor_of(request, "factor"))
+        return auth_pb2.VerifyMfaResponse(tokens=_pair(tokens))
 
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: Context

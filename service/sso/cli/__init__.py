@@ -35,6 +35,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_secret(args: argparse.Namespace) -> str | None:
+    """`--secret`, or `--secret-file` (`-` = stdin; one trailing newline dropped)."""
+    if args.secret_file is not None:
+        if args.secret_file == "-":  # noqa: S105 (a file name, not a secret)
+            raw = sys.stdin.read()
+        else:
+            try:
+                with open(args.secret_file, encoding="utf-8") as handle:
+                    raw = handle.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SystemExit(f"cannot read --secret-file: {exc}") from None
+        secret: str | None = raw.removesuffix("\n").removesuffix("\r")
+    else:
+        secret = args.secret
+    if secret is not None and (not secret or "\x00" in secret or len(secret) > 4096):
+        raise SystemExit("the app secret must be 1-4096 characters")
+    return secret
+
+
 async def _apps(args: argparse.Namespace) -> int:
     from sso.app import Container
 
@@ -55,7 +74,22 @@ async def _apps(args: argparse.Namespace) -> int:
             return 0
         from sso.security.opaque import new_refresh_token
 
-        app = await apps.create(name, new_refresh_token())
+        given = _given_secret(args)
+        if args.id is not None:  # keeps an app's identity (docs/migrating-from-go-sso.md)
+            if not 0 < args.id < 2**31:
+                print("--id must be between 1 and 2147483647", file=sys.stderr)
+                return 2
+            if await apps.get(args.id) is not None:
+                print(f"app id {args.id} already exists", file=sys.stderr)
+                return 1
+        from sso.storage.apps import SqlAppRepository
+
+        if not isinstance(apps, SqlAppRepository):  # pragma: no cover (the composition root's)
+            raise TypeError("sso apps needs the SQL app repository")
+        app = await apps.create(name, given or new_refresh_token(), app_id=args.id)
+        if given is not None:  # the caller has the secret: never echo it
+            print(json.dumps({"app_id": app.id, "name": app.name}))
+            return 0
         print(json.dumps({"app_id": app.id, "name": app.name, "secret": app.secret}))
         print("store the secret now: it is never shown again", file=sys.stderr)
         return 0
@@ -71,6 +105,8 @@ async def _maintenance(args: argparse.Namespace) -> int:
         removed = await container.auth.sessions.cleanup(
             datetime.now(UTC), keep_revoked_for=timedelta(seconds=args.keep_revoked)
         )
+        if container.bundle.two_factor is not None:  # used and expired MFA challenges
+            removed += await container.bundle.two_factor.repo.cleanup(datetime.now(UTC))
         print(json.dumps({"removed_rows": removed}))
         return 0
     finally:
@@ -78,7 +114,7 @@ async def _maintenance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sso.cli import client, serve
+    from sso.cli import client, importer, serve
 
     parser = argparse.ArgumentParser(prog="sso", description="Single sign-on service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apps", help="register applications (prints id and secret once)")
     p.add_argument("action", choices=["create", "list", "ensure-demo"])
     p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--id", type=int, default=None, help="create: keep this app id")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--secret", default=None, help="create: keep this secret (visible in shell history)"
+    )
+    given.add_argument(
+        "--secret-file", default=None, help="create: read the secret from a file, `-` = stdin"
+    )
     p.set_defaults(func=lambda a: asyncio.run(_apps(a)))
 
     p = sub.add_parser("maintenance", help="delete expired sessions and refresh tokens")
@@ -100,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: asyncio.run(_maintenance(a)))
 
     client.add_parser(sub)
+    from sso.cli import client_account
+
+    client_account.register(sub.choices["client"])  # verify, reset, history, outbox …
+    from sso.cli import client_mfa
+
+    client_mfa.register(sub.choices["client"])  # TOTP enrolment, mfa-login, backup codes
+    from sso.cli import admin
+
+    admin.add_parser(sub)  # `sso admin …`: the sso.v1.Admin API over gRPC
+    importer.add_parser(sub)
     return parser
 
 

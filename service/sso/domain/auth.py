@@ -18,6 +18,8 @@ takes lately). Every decision emits one `SecurityEvent`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,22 +29,27 @@ from typing import Any
 from sso.domain.emails import normalise_email
 from sso.domain.events import EventSink, FanOut, SecurityEvent
 from sso.domain.guard import NO_USER, OPEN, LoginGuard
-from sso.domain.limits import Reservation, key_digest
+from sso.domain.limits import LimitRule, Reservation, key_digest
 from sso.domain.models import App, NewSession, RotationStatus, Session, User
 from sso.domain.ports import (
     AccessTokenIssuer,
     AppRepository,
     Denylist,
+    MfaChallengeIssued,
     OpaqueTokens,
     PasswordHasher,
     PasswordRules,
+    SecondFactorGate,
     SessionRepository,
     UserRepository,
 )
 from sso.errors import (
     AlreadyExists,
+    AppRateLimited,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
+    RateLimited,
     SSOError,
     TokenError,
     TokenExpired,
@@ -126,9 +133,13 @@ class AuthService:
     policy: TokenPolicy = field(default_factory=TokenPolicy)
     clock: Clock = utcnow
     check_deliverability: bool = False
+    # Refuse logins of unverified accounts (after a correct password), see docs/account.md.
+    require_verified_email: bool = False
     events: EventSink = field(default_factory=FanOut)
     # Rate limits, lockout and timing parity (none of them by default).
     guard: LoginGuard = field(default_factory=LoginGuard)
+    # Asked after a password verified: an MFA challenge instead of tokens (sso.domain.two_factor).
+    second_factor: SecondFactorGate | None = None
     # Seconds a found app is reused by `app()` (0 = read it every time); see config.
     app_cache_ttl: float = 0.0
     _apps: dict[int, tuple[App, float]] = field(default_factory=dict, init=False, repr=False)
@@ -202,6 +213,15 @@ class AuthService:
             await self._login_failed(user.id, reservation)
             raise Unauthenticated()
         await guard.succeeded(user.id)
+        if self.require_verified_email and not user.email_verified:
+            # Only after the password was right, so the refusal tells a guesser nothing.
+            await self.events.emit(
+                SecurityEvent.LOGIN_FAIL,
+                user_id=user.id,
+                outcome="failure",
+                details={"reason": "email_not_verified"},
+            )
+            raise FailedPrecondition("email address not verified", reason="EMAIL_NOT_VERIFIED")
         if self.hasher.needs_rehash(user.password_hash):
             await self.users.update_password_hash(user.id, await self.hasher.hash(password))
         await self.events.emit(SecurityEvent.LOGIN_SUCCESS, user_id=user.id)
@@ -261,21 +281,68 @@ class AuthService:
         """Drop this process's cached apps (the next `app()` reads each again)."""
         self._apps.clear()
 
+    async def app_for_login(self, app_id: int, client_secret: str | None = None) -> App:
+        """The app a Login is for (docs/admin.md): client secret and per-app rate limit.
+
+        A presented secret must be the app's current one or, during a rotation's
+        overlap, the previous one (SHA-256 digests compared in constant time, every
+        candidate); absent, the app is a public client as before.
+        """
+        app = await self.app(app_id)
+        if client_secret is not None:
+            presented = hashlib.sha256(client_secret.encode("utf-8", "surrogatepass")).digest()
+            ok = False
+            for secret in app.secrets_at(self.clock()):
+                ok |= hmac.compare_digest(presented, hashlib.sha256(secret.encode()).digest())
+            if not ok:
+                raise Unauthenticated("invalid client credentials", reason="CLIENT_AUTH_FAILED")
+        if app.login_rate_limit_per_minute > 0:
+            rule = LimitRule("login_app", app.login_rate_limit_per_minute, timedelta(minutes=1))
+            try:
+                await self.guard.throttle(rule, str(app.id), self.events)
+            except RateLimited as exc:
+                raise AppRateLimited(retry_after=exc.retry_after) from None
+        return app
+
     # -- sessions and tokens --------------------------------------------------------
 
     async def login(
-        self, email: str, password: str, app_id: int, client: ClientInfo
-    ) -> IssuedTokens:
+        self,
+        email: str,
+        password: str,
+        app_id: int,
+        client: ClientInfo,
+        *,
+        client_secret: str | None = None,
+    ) -> IssuedTokens | MfaChallengeIssued:
+        """Tokens, or an MFA challenge when the account has a second factor (after the
+        password verified; `sso.domain.two_factor` finishes it with `open_session`)."""
         if not email:
             raise InvalidArgument("email is required", reason="EMAIL_REQUIRED")
         with self.guard.admitted():  # before any lookup: a flood is refused at once
-            app = await self.app(app_id)
+            app = await self.app_for_login(app_id, client_secret)
             user = await self._authenticate(email, password, client.ip)
+        if self.second_factor is not None:
+            pending = await self.second_factor.challenge(
+                user,
+                app.id,
+                ip=client.ip[:64],
+                user_agent=client.user_agent[:MAX_FIELD_CHARS],
+                device_name=client.device_name[:MAX_FIELD_CHARS],
+            )
+            if pending is not None:
+                return pending
+        return await self.open_session(user, app.id, client, amr=("pwd",))
+
+    async def open_session(
+        self, user: User, app_id: int, client: ClientInfo, *, amr: Sequence[str]
+    ) -> IssuedTokens:
+        """A new session and its first token pair for an authenticated user."""
         now = self.clock()
         session = NewSession(
             id=self.opaque.new_session_id(),
             user_id=user.id,
-            app_id=app.id,
+            app_id=app_id,
             user_agent=client.user_agent[:MAX_FIELD_CHARS],
             ip=client.ip[:64],
             device_name=client.device_name[:MAX_FIELD_CHARS],
@@ -285,7 +352,17 @@ class AuthService:
         refresh = self.opaque.new_refresh_token()
         refresh_expires = min(now + self.policy.refresh_idle_ttl, session.expires_at)
         await self.sessions.create(session, self.opaque.hash(refresh), refresh_expires)
-        return self._issue(user, session.id, app.id, refresh, refresh_expires, now, amr=["pwd"])
+        await self.events.emit(  # login history and new-device notices (sso.domain.history)
+            SecurityEvent.SESSION_CREATED,
+            user_id=user.id,
+            target=session_ref(session.id),
+            details={
+                "app_id": app_id,
+                "user_agent": session.user_agent,
+                "device_name": session.device_name,
+            },
+        )
+        return self._issue(user, session.id, app_id, refresh, refresh_expires, now, amr=amr)
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         require_text(refresh_token, "refresh_token", max_chars=MAX_TOKEN_CHARS)

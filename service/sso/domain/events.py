@@ -31,6 +31,27 @@ class SecurityEvent(enum.StrEnum):
     PASSWORD_CHANGED = "password_changed"
     RATE_LIMITED = "excess_rate_limit_exceeded"
     AUTHZ_ADMIN = "authz_admin"
+    # Account lifecycle (sso.domain.account, sso.domain.history).
+    SESSION_CREATED = "session_created"
+    LOGIN_NEW_DEVICE = "authn_login_new_device"
+    VERIFICATION_SENT = "user_verification_sent"
+    EMAIL_VERIFIED = "user_email_verified"
+    EMAIL_VERIFY_FAIL = "user_email_verify_fail"
+    PASSWORD_RESET_REQUESTED = "authn_password_reset_request"
+    PASSWORD_RESET = "authn_password_reset"
+    PASSWORD_RESET_FAIL = "authn_password_reset_fail"
+    PASSWORD_CHANGE_FAIL = "authn_password_change_fail"
+    DATA_EXPORTED = "user_data_exported"
+    # Two-factor (sso.domain.two_factor).
+    MFA_CHALLENGE = "authn_mfa_challenge_issued"
+    MFA_SUCCESS = "authn_mfa_success"
+    MFA_FAIL = "authn_mfa_fail"
+    MFA_FAIL_MAX = "authn_mfa_fail_max"
+    MFA_REPLAY = "authn_mfa_replay"
+    MFA_ENROLL_STARTED = "authn_mfa_enroll_started"
+    MFA_ENABLED = "authn_mfa_enabled"
+    MFA_DISABLED = "authn_mfa_disabled"
+    MFA_BACKUP_CODES_REGENERATED = "authn_mfa_backup_codes_regenerated"
 
 
 class EventSink(Protocol):

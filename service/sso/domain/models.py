@@ -29,6 +29,19 @@ class App:
     # Decrypted secret; signs the legacy HS256 tokens. Never logged, never returned after creation.
     secret: str
     created_at: datetime
+    # Admin API (docs/admin.md): after RotateAppSecret the previous secret also works
+    # until `previous_secret_expires_at`.
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    # Logins per minute for this app; 0 = no per-app limit.
+    login_rate_limit_per_minute: int = 0
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets that authenticate this app at `now`: current first, then the previous."""
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and now < expires:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 @dataclass(frozen=True, slots=True)

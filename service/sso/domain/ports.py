@@ -10,9 +10,17 @@ touches a backend raises only `sso.errors` classes (`AlreadyExists`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sso.domain.account_models import (
+    AccountTokenInfo,
+    KnownDevice,
+    LoginRecord,
+    Mail,
+    Purpose,
+)
 from sso.domain.models import App, NewSession, RotationOutcome, Session, User
 
 
@@ -159,3 +167,210 @@ class LegacyTokens(Protocol):
 
     def peek(self, token: str) -> dict[str, Any]:
         """Unverified claims (to find the app whose secret verifies the token); {} if malformed."""
+
+
+# -- account lifecycle (email verification, password reset, history) -----------------
+
+
+class AccountTokenRepository(Protocol):
+    """One-time link tokens (stored as SHA-256 only) and the account writes they unlock."""
+
+    async def issue(
+        self,
+        user_id: int,
+        purpose: Purpose,
+        token_hash: bytes,
+        *,
+        now: datetime,
+        expires_at: datetime,
+        max_per_hour: int,
+    ) -> bool:
+        """Store a token and supersede the user's older unused ones of `purpose`, atomically;
+        store nothing and return False when `max_per_hour` were issued in the last hour."""
+
+    async def peek(self, token_hash: bytes, purpose: Purpose, now: datetime) -> int | None:
+        """The user of a live (unused, unexpired) token of `purpose`; nothing is spent."""
+
+    async def verify_email(self, token_hash: bytes, now: datetime) -> int | None:
+        """Spend a live verification token and mark its user verified; None: not live."""
+
+    async def reset_password(
+        self, token_hash: bytes, now: datetime, password_hash: str
+    ) -> int | None:
+        """Spend a live reset token (compare-and-swap: one winner), set the password, void
+        the user's other reset tokens and lift any lockout, in one transaction."""
+
+    async def change_password(self, user_id: int, password_hash: str, now: datetime) -> None:
+        """Set the password and void the user's unused reset tokens, in one transaction."""
+
+    async def list_for_user(self, user_id: int) -> Sequence[AccountTokenInfo]: ...
+
+    async def cleanup(self, now: datetime) -> int:
+        """Delete expired tokens; returns how many."""
+
+
+class LoginHistoryRepository(Protocol):
+    async def record(self, entry: LoginRecord) -> None: ...
+
+    async def page(
+        self, user_id: int, *, before_id: int | None, limit: int
+    ) -> Sequence[LoginRecord]:
+        """Newest first; only rows with id < `before_id` when given."""
+
+    async def remember_device(
+        self, user_id: int, device_hash: str, user_agent: str, device_name: str, now: datetime
+    ) -> tuple[bool, int]:
+        """Record a device seen at login: (was it new, how many devices were known before)."""
+
+    async def devices(self, user_id: int) -> Sequence[KnownDevice]: ...
+
+
+class Mailer(Protocol):
+    """Hands a mail to the outgoing queue without waiting for delivery."""
+
+    def submit(self, mail: Mail) -> bool:
+        """Queue `mail`; False when it was dropped (queue full, mail disabled)."""
+
+
+# -- two-factor (sso.domain.two_factor; adapters sso.security.totp, sso.storage.two_factor) --
+
+
+@dataclass(frozen=True, slots=True)
+class TotpState:
+    """A user's TOTP row: sealed secrets only, never a plaintext one."""
+
+    user_id: int
+    enabled: bool
+    secret_sealed: str | None
+    enabled_at: datetime | None
+    last_used_step: int | None
+    failed_attempts: int
+    pending_sealed: str | None
+    pending_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MfaChallengeRecord:
+    """A login waiting for its second factor (the id itself is stored only hashed)."""
+
+    id_hash: bytes
+    user_id: int
+    app_id: int
+    user_agent: str
+    ip: str
+    device_name: str
+    created_at: datetime
+    expires_at: datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MfaChallengeIssued:
+    """What Login returns instead of tokens for an account with a second factor."""
+
+    challenge_id: str
+    methods: tuple[str, ...]
+    expires_in: int
+    user_id: int
+
+
+class SecondFactorGate(Protocol):
+    """What `AuthService` asks after a password verified (implemented by TwoFactorService)."""
+
+    async def challenge(
+        self, user: User, app_id: int, *, ip: str, user_agent: str, device_name: str
+    ) -> MfaChallengeIssued | None:
+        """A challenge when the user has a second factor, None when the password suffices."""
+
+    async def enabled(self, user_id: int) -> bool: ...
+
+    async def refuse_single_factor(self, user: User, *, api: str) -> None:
+        """Raise `MfaRequired` when the user has a second factor (for the seed API)."""
+
+
+class SecondFactorCrypto(Protocol):
+    """TOTP and backup-code cryptography (`sso.security.totp.TotpAuthenticator`)."""
+
+    def new_secret(self) -> bytes: ...
+
+    def seal(self, user_id: int, secret: bytes) -> str: ...
+
+    def open(self, user_id: int, sealed: str) -> bytes: ...
+
+    def provisioning(self, secret: bytes, account: str) -> tuple[str, str, bytes]:
+        """(base32 secret, otpauth:// URI, QR code PNG)."""
+
+    def parse_code(self, text: str) -> str | None:
+        """Exactly six ASCII digits, else None."""
+
+    def step(self, now: datetime) -> int: ...
+
+    def match(
+        self, secret: bytes, code: str, *, step: int, window: int, after: int | None
+    ) -> int | None:
+        """The matching step within ±window and after `after`, else None (runs the HMACs)."""
+
+    def new_backup_codes(self, count: int) -> list[str]: ...
+
+    def parse_backup_code(self, text: str) -> str | None: ...
+
+    def hash_backup_code(self, normalised: str) -> bytes: ...
+
+    def hash_backup_codes(self, codes: Sequence[str]) -> list[bytes]: ...
+
+
+class TwoFactorRepository(Protocol):
+    """TOTP rows, backup codes and MFA challenges; every check-and-set is one CAS."""
+
+    async def get(self, user_id: int) -> TotpState | None: ...
+
+    async def start_enrollment(
+        self, user_id: int, pending_sealed: str, *, expires_at: datetime, now: datetime
+    ) -> bool:
+        """Store a pending secret unless TOTP is enabled (False then)."""
+
+    async def activate(
+        self,
+        user_id: int,
+        pending_sealed: str,
+        *,
+        step: int,
+        code_hashes: Sequence[bytes],
+        now: datetime,
+    ) -> bool:
+        """Make exactly this pending secret active (CAS), step used, new backup codes."""
+
+    async def disable(self, user_id: int) -> bool:
+        """Delete the TOTP row, the backup codes and open challenges; False when none."""
+
+    async def reserve_attempt(self, user_id: int, *, cap: int) -> bool:
+        """Count a code attempt before checking it; False once `cap` failures are counted."""
+
+    async def spend_step(self, user_id: int, step: int) -> bool:
+        """CAS: last_used_step := step only if it was lower; clears the failure count."""
+
+    async def clear_failures(self, user_id: int) -> None: ...
+
+    async def use_backup_code(self, user_id: int, code_hash: bytes, *, now: datetime) -> bool:
+        """CAS: mark one unused code of the user used; False when none matched."""
+
+    async def replace_backup_codes(
+        self, user_id: int, code_hashes: Sequence[bytes], *, now: datetime
+    ) -> bool:
+        """Void the old set and store the new one (TOTP enabled only); one transaction."""
+
+    async def backup_codes_left(self, user_id: int) -> int: ...
+
+    async def create_challenge(self, challenge: MfaChallengeRecord) -> None:
+        """Insert a challenge (and drop the user's expired ones)."""
+
+    async def reserve_challenge(
+        self, id_hash: bytes, *, now: datetime, cap: int
+    ) -> MfaChallengeRecord | None:
+        """Count one attempt on a live challenge with attempts < cap; None otherwise."""
+
+    async def consume_challenge(self, id_hash: bytes, *, now: datetime) -> bool:
+        """CAS: mark the challenge used; False when it was used (or gone) already."""
+
+    async def cleanup(self, now: datetime) -> int:
+        """Delete used and expired challenges; returns how many went."""

@@ -110,7 +110,11 @@ users = Table(
     Column("locked_until", UtcDateTime(), nullable=True),
     # Set at the hard limit (100 failures): only a password reset or an admin unlock clears it.
     Column("hard_locked", Boolean(), nullable=False, server_default=false()),
+    # Administrative lock (sso.v1.Admin/LockUser): no login until UnlockUser (migration 0005).
+    Column("admin_locked", Boolean(), nullable=False, server_default=false()),
     Index(None, "email", unique=True),
+    # SQLite: never reuse a deleted user's id (migration 0005).
+    sqlite_autoincrement=True,
 )
 
 apps = Table(
@@ -122,7 +126,20 @@ apps = Table(
     # Encrypted by sso.security.secretbox (through the SecretCipher port); never plaintext.
     Column("secret_encrypted", Text(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    # Admin API (migration 0005): metadata, per-app login limit, secret rotation overlap.
+    Column("display_name", Text(), nullable=True),
+    # A JSON list of strings, as text.
+    Column("redirect_uris", Text(), nullable=True),
+    # Logins per minute for this app; 0 = no per-app limit.
+    Column("login_rate_limit_per_minute", Integer(), nullable=False, server_default=text("0")),
+    # The secret before the last rotation (encrypted like the current one) and its end.
+    Column("previous_secret_encrypted", Text(), nullable=True),
+    Column("previous_secret_expires_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=True),
+    Column("secret_rotated_at", UtcDateTime(), nullable=True),
     Index(None, "name", unique=True),
+    # SQLite: never reuse a deleted app's id (migration 0005).
+    sqlite_autoincrement=True,
 )
 
 sessions = Table(
@@ -201,4 +218,125 @@ audit_events = Table(
     Index(None, "ts"),
     Index(None, "user_id", "ts"),
     Index(None, "event", "ts"),
+)
+
+# Account lifecycle (migration 0003): one-time link tokens, login history, known devices.
+ACCOUNT_TOKEN_PURPOSES = ("verify_email", "reset_password")
+
+# Email verification and password reset links (SECURITY_CHECKLIST D1-D4): only the
+# SHA-256 of the token is stored; a token is bound to one user and one purpose and
+# spent by a compare-and-swap on `used_at`. A newer request sets `used_at` on the
+# older unused tokens of the same purpose (superseded).
+account_tokens = Table(
+    "account_tokens",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("token_hash", LargeBinary(TOKEN_HASH_BYTES), nullable=False),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", Text(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    # Spent, superseded by a newer token, or voided by a password change.
+    Column("used_at", UtcDateTime(), nullable=True),
+    CheckConstraint(f"length(token_hash) = {TOKEN_HASH_BYTES}", name="token_hash_length"),
+    CheckConstraint(
+        "purpose IN ('verify_email', 'reset_password')",
+        name="purpose_known",
+    ),
+    Index(None, "token_hash", unique=True),
+    # Superseding and the per-account mail limit go by (user, purpose, recent).
+    Index(None, "user_id", "purpose", "created_at"),
+    Index(None, "expires_at"),
+)
+
+# What the user sees in ListLoginHistory: one row per login attempt on a known account.
+login_history = Table(
+    "login_history",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", UtcDateTime(), nullable=False),
+    # success, failure, locked, refused (unverified email).
+    Column("result", Text(), nullable=False),
+    Column("ip", Text(), nullable=False),
+    Column("user_agent", Text(), nullable=False),
+    Column("device_name", Text(), nullable=False),
+    # No FK: the history outlives a deleted app.
+    Column("app_id", Integer(), nullable=True),
+    Column("device_hash", Text(), nullable=True),
+    # Newest first, page by page (keyset on id).
+    Index(None, "user_id", "id"),
+    Index(None, "ts"),
+)
+
+# Devices a user has logged in from (device = SHA-256 of user agent + device name).
+known_devices = Table(
+    "known_devices",
+    metadata,
+    Column(
+        "user_id",
+        BigId,
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("device_hash", Text(), primary_key=True),
+    Column("user_agent", Text(), nullable=False),
+    Column("device_name", Text(), nullable=False),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+)
+
+# Two-factor (migration 0004). One row per user who started or finished TOTP enrolment.
+# Secrets are AES-256-GCM ciphertext (sso.security.totp, bound to the user id), never plaintext.
+totp_credentials = Table(
+    "totp_credentials",
+    metadata,
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # The active secret; NULL until an enrolment is confirmed.
+    Column("secret_encrypted", Text(), nullable=True),
+    Column("enabled", Boolean(), nullable=False, server_default=false()),
+    Column("enabled_at", UtcDateTime(), nullable=True),
+    # Replay protection (G2): the last accepted time step, advanced only by compare-and-swap.
+    Column("last_used_step", BigInteger(), nullable=True),
+    # Consecutive wrong codes (C5), reserved before the HMAC runs; capped per account.
+    Column("failed_attempts", Integer(), nullable=False, server_default=text("0")),
+    # A started, unconfirmed enrolment (replaced by the next BeginTotpEnrollment).
+    Column("pending_secret_encrypted", Text(), nullable=True),
+    Column("pending_expires_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Backup codes (G5): SHA-256 of 120-bit codes; `used_at` set once by compare-and-swap.
+backup_codes = Table(
+    "backup_codes",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("code_hash", LargeBinary(TOKEN_HASH_BYTES), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime(), nullable=True),
+    CheckConstraint(f"length(code_hash) = {TOKEN_HASH_BYTES}", name="code_hash_length"),
+    Index(None, "code_hash", unique=True),
+    Index(None, "user_id"),
+)
+
+# Login's second step, in the database so any replica can finish it. Only the SHA-256 of
+# the challenge id is stored; `attempts` is reserved per code tried; `used_at` is the
+# single-use compare-and-swap.
+mfa_challenges = Table(
+    "mfa_challenges",
+    metadata,
+    Column("id_hash", LargeBinary(TOKEN_HASH_BYTES), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", Integer(), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("user_agent", Text(), nullable=False),
+    Column("ip", Text(), nullable=False),
+    Column("device_name", Text(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default=text("0")),
+    Column("used_at", UtcDateTime(), nullable=True),
+    CheckConstraint(f"length(id_hash) = {TOKEN_HASH_BYTES}", name="id_hash_length"),
+    Index(None, "user_id"),
+    Index(None, "expires_at"),
 )

@@ -24,13 +24,73 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esso_proto/sso/v1/account.proto\x12\x06sso.v12\t\n\x07\x41\x63\x63ountb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esso_proto/sso/v1/account.proto\x12\x06sso.v1\"#\n\x12VerifyEmailRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\'\n\x13VerifyEmailResponse\x12\x10\n\x08verified\x18\x01 \x01(\x08\"*\n\x19ResendVerificationRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x1c\n\x1aResendVerificationResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x1e\n\x1cRequestPasswordResetResponse\";\n\x14ResetPasswordRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"B\n\x15ResetPasswordResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x18\n\x10sessions_revoked\x18\x02 \x01(\x05\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"2\n\x16\x43hangePasswordResponse\x12\x18\n\x10sessions_revoked\x18\x01 \x01(\x05\"@\n\x17ListLoginHistoryRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"v\n\x11LoginHistoryEntry\x12\x0c\n\x04time\x18\x01 \x01(\x03\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x06 \x01(\x05\"_\n\x18ListLoginHistoryResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.sso.v1.LoginHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1a\n\x18ListConnectedAppsRequest\"l\n\x0c\x43onnectedApp\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08sessions\x18\x03 \x01(\x05\x12\x16\n\x0e\x66irst_login_at\x18\x04 \x01(\x03\x12\x14\n\x0clast_used_at\x18\x05 \x01(\x03\"?\n\x19ListConnectedAppsResponse\x12\"\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x14.sso.v1.ConnectedApp\"(\n\x16RevokeAppAccessRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\x05\"3\n\x17RevokeAppAccessResponse\x12\x18\n\x10sessions_revoked\x18\x01 \x01(\x05\"\x15\n\x13\x45xportMyDataRequest\"$\n\x14\x45xportMyDataResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\".\n\x1a\x42\x65ginTotpEnrollmentRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"f\n\x1b\x42\x65ginTotpEnrollmentResponse\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12\x13\n\x0botpauth_uri\x18\x02 \x01(\t\x12\x0e\n\x06qr_png\x18\x03 \x01(\x0c\x12\x12\n\nexpires_in\x18\x04 \x01(\x03\"1\n\x1c\x43onfirmTotpEnrollmentRequest\x12\x11\n\ttotp_code\x18\x01 \x01(\t\"O\n\x1d\x43onfirmTotpEnrollmentResponse\x12\x14\n\x0c\x62\x61\x63kup_codes\x18\x01 \x03(\t\x12\x18\n\x10sessions_revoked\x18\x02 \x01(\x05\"c\n\x12\x44isableTotpRequest\x12\x10\n\x08password\x18\x01 \x01(\t\x12\x13\n\ttotp_code\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x62\x61\x63kup_code\x18\x03 \x01(\tH\x00\x42\x0f\n\rsecond_factor\"A\n\x13\x44isableTotpResponse\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08\x12\x18\n\x10sessions_revoked\x18\x02 \x01(\x05\"m\n\x1cRegenerateBackupCodesRequest\x12\x10\n\x08password\x18\x01 \x01(\t\x12\x13\n\ttotp_code\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x62\x61\x63kup_code\x18\x03 \x01(\tH\x00\x42\x0f\n\rsecond_factor\"5\n\x1dRegenerateBackupCodesResponse\x12\x14\n\x0c\x62\x61\x63kup_codes\x18\x01 \x03(\t\"\x1b\n\x19GetTwoFactorStatusRequest\"\x82\x01\n\x1aGetTwoFactorStatusResponse\x12\x14\n\x0ctotp_enabled\x18\x01 \x01(\x08\x12\x12\n\nenabled_at\x18\x02 \x01(\x03\x12\x1e\n\x16\x62\x61\x63kup_codes_remaining\x18\x03 \x01(\x05\x12\x1a\n\x12\x65nrollment_pending\x18\x04 \x01(\x08\x32\xd1\t\n\x07\x41\x63\x63ount\x12\x46\n\x0bVerifyEmail\x12\x1a.sso.v1.VerifyEmailRequest\x1a\x1b.sso.v1.VerifyEmailResponse\x12[\n\x12ResendVerification\x12!.sso.v1.ResendVerificationRequest\x1a\".sso.v1.ResendVerificationResponse\x12\x61\n\x14RequestPasswordReset\x12#.sso.v1.RequestPasswordResetRequest\x1a$.sso.v1.RequestPasswordResetResponse\x12L\n\rResetPassword\x12\x1c.sso.v1.ResetPasswordRequest\x1a\x1d.sso.v1.ResetPasswordResponse\x12O\n\x0e\x43hangePassword\x12\x1d.sso.v1.ChangePasswordRequest\x1a\x1e.sso.v1.ChangePasswordResponse\x12U\n\x10ListLoginHistory\x12\x1f.sso.v1.ListLoginHistoryRequest\x1a .sso.v1.ListLoginHistoryResponse\x12X\n\x11ListConnectedApps\x12 .sso.v1.ListConnectedAppsRequest\x1a!.sso.v1.ListConnectedAppsResponse\x12R\n\x0fRevokeAppAccess\x12\x1e.sso.v1.RevokeAppAccessRequest\x1a\x1f.sso.v1.RevokeAppAccessResponse\x12I\n\x0c\x45xportMyData\x12\x1b.sso.v1.ExportMyDataRequest\x1a\x1c.sso.v1.ExportMyDataResponse\x12^\n\x13\x42\x65ginTotpEnrollment\x12\".sso.v1.BeginTotpEnrollmentRequest\x1a#.sso.v1.BeginTotpEnrollmentResponse\x12\x64\n\x15\x43onfirmTotpEnrollment\x12$.sso.v1.ConfirmTotpEnrollmentRequest\x1a%.sso.v1.ConfirmTotpEnrollmentResponse\x12\x46\n\x0b\x44isableTotp\x12\x1a.sso.v1.DisableTotpRequest\x1a\x1b.sso.v1.DisableTotpResponse\x12\x64\n\x15RegenerateBackupCodes\x12$.sso.v1.RegenerateBackupCodesRequest\x1a%.sso.v1.RegenerateBackupCodesResponse\x12[\n\x12GetTwoFactorStatus\x12!.sso.v1.GetTwoFactorStatusRequest\x1a\".sso.v1.GetTwoFactorStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sso_proto.sso.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNT']._serialized_start=42
-  _globals['_ACCOUNT']._serialized_end=51
+  _globals['_VERIFYEMAILREQUEST']._serialized_start=42
+  _globals['_VERIFYEMAILREQUEST']._serialized_end=77
+  _globals['_VERIFYEMAILRESPONSE']._serialized_start=79
+  _globals['_VERIFYEMAILRESPONSE']._serialized_end=118
+  _globals['_RESENDVERIFICATIONREQUEST']._serialized_start=120
+  _globals['_RESENDVERIFICATIONREQUEST']._serialized_end=162
+  _globals['_RESENDVERIFICATIONRESPONSE']._serialized_start=164
+  _globals['_RESENDVERIFICATIONRESPONSE']._serialized_end=192
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=194
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=238
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=240
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=270
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=272
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=331
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=333
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=399
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=401
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=472
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=474
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=524
+  _globals['_LISTLOGINHISTORYREQUEST']._serialized_start=526
+  _globals['_LISTLOGINHISTORYREQUEST']._serialized_end=590
+  _globals['_LOGINHISTORYENTRY']._serialized_start=592
+  _globals['_LOGINHISTORYENTRY']._serialized_end=710
+  _globals['_LISTLOGINHISTORYRESPONSE']._serialized_start=712
+  _globals['_LISTLOGINHISTORYRESPONSE']._serialized_end=807
+  _globals['_LISTCONNECTEDAPPSREQUEST']._serialized_start=809
+  _globals['_LISTCONNECTEDAPPSREQUEST']._serialized_end=835
+  _globals['_CONNECTEDAPP']._serialized_start=837
+  _globals['_CONNECTEDAPP']._serialized_end=945
+  _globals['_LISTCONNECTEDAPPSRESPONSE']._serialized_start=947
+  _globals['_LISTCONNECTEDAPPSRESPONSE']._serialized_end=1010
+  _globals['_REVOKEAPPACCESSREQUEST']._serialized_start=1012
+  _globals['_REVOKEAPPACCESSREQUEST']._serialized_end=1052
+  _globals['_REVOKEAPPACCESSRESPONSE']._serialized_start=1054
+  _globals['_REVOKEAPPACCESSRESPONSE']._serialized_end=1105
+  _globals['_EXPORTMYDATAREQUEST']._serialized_start=1107
+  _globals['_EXPORTMYDATAREQUEST']._serialized_end=1128
+  _globals['_EXPORTMYDATARESPONSE']._serialized_start=1130
+  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1166
+  _globals['_BEGINTOTPENROLLMENTREQUEST']._serialized_start=1168
+  _globals['_BEGINTOTPENROLLMENTREQUEST']._serialized_end=1214
+  _globals['_BEGINTOTPENROLLMENTRESPONSE']._serialized_start=1216
+  _globals['_BEGINTOTPENROLLMENTRESPONSE']._serialized_end=1318
+  _globals['_CONFIRMTOTPENROLLMENTREQUEST']._serialized_start=1320
+  _globals['_CONFIRMTOTPENROLLMENTREQUEST']._serialized_end=1369
+  _globals['_CONFIRMTOTPENROLLMENTRESPONSE']._serialized_start=1371
+  _globals['_CONFIRMTOTPENROLLMENTRESPONSE']._serialized_end=1450
+  _globals['_DISABLETOTPREQUEST']._serialized_start=1452
+  _globals['_DISABLETOTPREQUEST']._serialized_end=1551
+  _globals['_DISABLETOTPRESPONSE']._serialized_start=1553
+  _globals['_DISABLETOTPRESPONSE']._serialized_end=1618
+  _globals['_REGENERATEBACKUPCODESREQUEST']._serialized_start=1620
+  _globals['_REGENERATEBACKUPCODESREQUEST']._serialized_end=1729
+  _globals['_REGENERATEBACKUPCODESRESPONSE']._serialized_start=1731
+  _globals['_REGENERATEBACKUPCODESRESPONSE']._serialized_end=1784
+  _globals['_GETTWOFACTORSTATUSREQUEST']._serialized_start=1786
+  _globals['_GETTWOFACTORSTATUSREQUEST']._serialized_end=1813
+  _globals['_GETTWOFACTORSTATUSRESPONSE']._serialized_start=1816
+  _globals['_GETTWOFACTORSTATUSRESPONSE']._serialized_end=1946
+  _globals['_ACCOUNT']._serialized_start=1949
+  _globals['_ACCOUNT']._serialized_end=3182
 # @@protoc_insertion_point(module_scope)

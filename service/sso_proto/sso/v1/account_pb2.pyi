@@ -9,6 +9,681 @@ the public ones (VerifyEmail, ResendVerification, RequestPasswordReset,
 ResetPassword) take the token from the mail instead.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class VerifyEmailRequest(_message.Message):
+    """--- lifecycle messages ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token from the link in the verification mail."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyEmailRequest: _TypeAlias = VerifyEmailRequest  # noqa: Y015
+
+@_typing.final
+class VerifyEmailResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    verified: _builtins.bool
+    def __init__(
+        self,
+        *,
+        verified: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyEmailResponse: _TypeAlias = VerifyEmailResponse  # noqa: Y015
+
+@_typing.final
+class ResendVerificationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendVerificationRequest: _TypeAlias = ResendVerificationRequest  # noqa: Y015
+
+@_typing.final
+class ResendVerificationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendVerificationResponse: _TypeAlias = ResendVerificationResponse  # noqa: Y015
+
+@_typing.final
+class RequestPasswordResetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestPasswordResetRequest: _TypeAlias = RequestPasswordResetRequest  # noqa: Y015
+
+@_typing.final
+class RequestPasswordResetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestPasswordResetResponse: _TypeAlias = RequestPasswordResetResponse  # noqa: Y015
+
+@_typing.final
+class ResetPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token from the link in the reset mail."""
+    new_password: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_password", b"new_password", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPasswordRequest: _TypeAlias = ResetPasswordRequest  # noqa: Y015
+
+@_typing.final
+class ResetPasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    sessions_revoked: _builtins.int
+    """Sessions ended by the reset (every session of the account)."""
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions_revoked", b"sessions_revoked", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPasswordResponse: _TypeAlias = ResetPasswordResponse  # noqa: Y015
+
+@_typing.final
+class ChangePasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    current_password: _builtins.str
+    new_password: _builtins.str
+    def __init__(
+        self,
+        *,
+        current_password: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "new_password", b"new_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordRequest: _TypeAlias = ChangePasswordRequest  # noqa: Y015
+
+@_typing.final
+class ChangePasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    sessions_revoked: _builtins.int
+    """Sessions ended (every one but the caller's)."""
+    def __init__(
+        self,
+        *,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y015
+
+@_typing.final
+class ListLoginHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1-100; 0 = 20."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLoginHistoryRequest: _TypeAlias = ListLoginHistoryRequest  # noqa: Y015
+
+@_typing.final
+class LoginHistoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    time: _builtins.int
+    """Unix seconds."""
+    result: _builtins.str
+    """success, failure, locked, refused (email not verified)."""
+    ip: _builtins.str
+    user_agent: _builtins.str
+    device_name: _builtins.str
+    app_id: _builtins.int
+    """0 when unknown (failed attempts are not tied to an app)."""
+    def __init__(
+        self,
+        *,
+        time: _builtins.int = ...,
+        result: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        device_name: _builtins.str = ...,
+        app_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "device_name", b"device_name", "ip", b"ip", "result", b"result", "time", b"time", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginHistoryEntry: _TypeAlias = LoginHistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListLoginHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoginHistoryEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___LoginHistoryEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLoginHistoryResponse: _TypeAlias = ListLoginHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ListConnectedAppsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConnectedAppsRequest: _TypeAlias = ListConnectedAppsRequest  # noqa: Y015
+
+@_typing.final
+class ConnectedApp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    FIRST_LOGIN_AT_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.int
+    name: _builtins.str
+    sessions: _builtins.int
+    """Live sessions of the caller in this app."""
+    first_login_at: _builtins.int
+    """Unix seconds."""
+    last_used_at: _builtins.int
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        sessions: _builtins.int = ...,
+        first_login_at: _builtins.int = ...,
+        last_used_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "first_login_at", b"first_login_at", "last_used_at", b"last_used_at", "name", b"name", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectedApp: _TypeAlias = ConnectedApp  # noqa: Y015
+
+@_typing.final
+class ListConnectedAppsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def apps(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectedApp]: ...
+    def __init__(
+        self,
+        *,
+        apps: _abc.Iterable[Global___ConnectedApp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apps", b"apps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConnectedAppsResponse: _TypeAlias = ListConnectedAppsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeAppAccessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAppAccessRequest: _TypeAlias = RevokeAppAccessRequest  # noqa: Y015
+
+@_typing.final
+class RevokeAppAccessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    sessions_revoked: _builtins.int
+    def __init__(
+        self,
+        *,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAppAccessResponse: _TypeAlias = RevokeAppAccessResponse  # noqa: Y015
+
+@_typing.final
+class ExportMyDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMyDataRequest: _TypeAlias = ExportMyDataRequest  # noqa: Y015
+
+@_typing.final
+class ExportMyDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """One JSON object: a key per section (docs/account.md)."""
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMyDataResponse: _TypeAlias = ExportMyDataResponse  # noqa: Y015
+
+@_typing.final
+class BeginTotpEnrollmentRequest(_message.Message):
+    """--- two-factor messages ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The account's password (re-authentication before a factor changes, ASVS V7.5.1)."""
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTotpEnrollmentRequest: _TypeAlias = BeginTotpEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class BeginTotpEnrollmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    OTPAUTH_URI_FIELD_NUMBER: _builtins.int
+    QR_PNG_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The shared secret, base32 without padding (for typing into an authenticator)."""
+    otpauth_uri: _builtins.str
+    """otpauth://totp/<issuer>:<email>?secret=…&issuer=…&algorithm=SHA1&digits=6&period=30"""
+    qr_png: _builtins.bytes
+    """The URI as a QR code, a PNG image."""
+    expires_in: _builtins.int
+    """Seconds left to confirm this secret."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        otpauth_uri: _builtins.str = ...,
+        qr_png: _builtins.bytes = ...,
+        expires_in: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in", "otpauth_uri", b"otpauth_uri", "qr_png", b"qr_png", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTotpEnrollmentResponse: _TypeAlias = BeginTotpEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpEnrollmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    totp_code: _builtins.str
+    """A current 6-digit code from the new secret (exactly [0-9]{6})."""
+    def __init__(
+        self,
+        *,
+        totp_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpEnrollmentRequest: _TypeAlias = ConfirmTotpEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpEnrollmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_CODES_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    sessions_revoked: _builtins.int
+    """How many other sessions were ended."""
+    @_builtins.property
+    def backup_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """10 single-use backup codes; shown only here (the server keeps SHA-256 digests)."""
+
+    def __init__(
+        self,
+        *,
+        backup_codes: _abc.Iterable[_builtins.str] | None = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_codes", b"backup_codes", "sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpEnrollmentResponse: _TypeAlias = ConfirmTotpEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class DisableTotpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    BACKUP_CODE_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    totp_code: _builtins.str
+    backup_code: _builtins.str
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+        totp_code: _builtins.str = ...,
+        backup_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "password", b"password", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_second_factor: _TypeAlias = _typing.Literal["totp_code", "backup_code"]  # noqa: Y015
+    _WhichOneofArgType_second_factor: _TypeAlias = _typing.Literal["second_factor", b"second_factor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_second_factor) -> _WhichOneofReturnType_second_factor | None: ...
+
+Global___DisableTotpRequest: _TypeAlias = DisableTotpRequest  # noqa: Y015
+
+@_typing.final
+class DisableTotpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISABLED_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    disabled: _builtins.bool
+    sessions_revoked: _builtins.int
+    def __init__(
+        self,
+        *,
+        disabled: _builtins.bool = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableTotpResponse: _TypeAlias = DisableTotpResponse  # noqa: Y015
+
+@_typing.final
+class RegenerateBackupCodesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    BACKUP_CODE_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    totp_code: _builtins.str
+    backup_code: _builtins.str
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+        totp_code: _builtins.str = ...,
+        backup_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "password", b"password", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_second_factor: _TypeAlias = _typing.Literal["totp_code", "backup_code"]  # noqa: Y015
+    _WhichOneofArgType_second_factor: _TypeAlias = _typing.Literal["second_factor", b"second_factor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_second_factor) -> _WhichOneofReturnType_second_factor | None: ...
+
+Global___RegenerateBackupCodesRequest: _TypeAlias = RegenerateBackupCodesRequest  # noqa: Y015
+
+@_typing.final
+class RegenerateBackupCodesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKUP_CODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def backup_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        backup_codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_codes", b"backup_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateBackupCodesResponse: _TypeAlias = RegenerateBackupCodesResponse  # noqa: Y015
+
+@_typing.final
+class GetTwoFactorStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTwoFactorStatusRequest: _TypeAlias = GetTwoFactorStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetTwoFactorStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTP_ENABLED_FIELD_NUMBER: _builtins.int
+    ENABLED_AT_FIELD_NUMBER: _builtins.int
+    BACKUP_CODES_REMAINING_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_PENDING_FIELD_NUMBER: _builtins.int
+    totp_enabled: _builtins.bool
+    enabled_at: _builtins.int
+    """Unix seconds; 0 when TOTP is off."""
+    backup_codes_remaining: _builtins.int
+    enrollment_pending: _builtins.bool
+    """A BeginTotpEnrollment awaits confirmation."""
+    def __init__(
+        self,
+        *,
+        totp_enabled: _builtins.bool = ...,
+        enabled_at: _builtins.int = ...,
+        backup_codes_remaining: _builtins.int = ...,
+        enrollment_pending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_codes_remaining", b"backup_codes_remaining", "enabled_at", b"enabled_at", "enrollment_pending", b"enrollment_pending", "totp_enabled", b"totp_enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTwoFactorStatusResponse: _TypeAlias = GetTwoFactorStatusResponse  # noqa: Y015

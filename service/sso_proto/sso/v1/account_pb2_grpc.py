@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from sso_proto.sso.v1 import account_pb2 as sso__proto_dot_sso_dot_v1_dot_account__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,9 +26,7 @@ if _version_not_supported:
 
 
 class AccountStub:
-    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
-    --- end lifecycle ---
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -35,16 +34,266 @@ class AccountStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.VerifyEmail = channel.unary_unary(
+                '/sso.v1.Account/VerifyEmail',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailResponse.FromString,
+                _registered_method=True)
+        self.ResendVerification = channel.unary_unary(
+                '/sso.v1.Account/ResendVerification',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationResponse.FromString,
+                _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/sso.v1.Account/RequestPasswordReset',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/sso.v1.Account/ResetPassword',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/sso.v1.Account/ChangePassword',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.ListLoginHistory = channel.unary_unary(
+                '/sso.v1.Account/ListLoginHistory',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListConnectedApps = channel.unary_unary(
+                '/sso.v1.Account/ListConnectedApps',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsResponse.FromString,
+                _registered_method=True)
+        self.RevokeAppAccess = channel.unary_unary(
+                '/sso.v1.Account/RevokeAppAccess',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessResponse.FromString,
+                _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/sso.v1.Account/ExportMyData',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
+        self.BeginTotpEnrollment = channel.unary_unary(
+                '/sso.v1.Account/BeginTotpEnrollment',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTotpEnrollment = channel.unary_unary(
+                '/sso.v1.Account/ConfirmTotpEnrollment',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.DisableTotp = channel.unary_unary(
+                '/sso.v1.Account/DisableTotp',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpResponse.FromString,
+                _registered_method=True)
+        self.RegenerateBackupCodes = channel.unary_unary(
+                '/sso.v1.Account/RegenerateBackupCodes',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesResponse.FromString,
+                _registered_method=True)
+        self.GetTwoFactorStatus = channel.unary_unary(
+                '/sso.v1.Account/GetTwoFactorStatus',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServicer:
-    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
-    --- end lifecycle ---
-    """
+    """Missing associated documentation comment in .proto file."""
+
+    def VerifyEmail(self, request, context):
+        """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
+        Public (the token comes from the mail). Marks the address verified; UNAUTHENTICATED
+        (LINK_INVALID) for an unknown, used, superseded or expired link.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResendVerification(self, request, context):
+        """Public. Mails a new verification link to an unverified account; the same empty answer
+        for every address (RESOURCE_EXHAUSTED only by the per-IP limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestPasswordReset(self, request, context):
+        """Public. Mails a reset link to the address stored for the account; the same empty
+        answer, in the same time, for every address. At most 3 mails per account per hour.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """Public. Sets a new password with a reset link (single use, 30 min), ends every session
+        and mails a notice. Returns no tokens: log in again (two-factor still applies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """The rest need the caller's access token (`authorization: Bearer …`).
+        Needs the current password; ends every other session (the caller's stays).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLoginHistory(self, request, context):
+        """The caller's login attempts, newest first, page by page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConnectedApps(self, request, context):
+        """Apps in which the caller has live sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAppAccess(self, request, context):
+        """Ends every session of the caller in one app.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportMyData(self, request, context):
+        """Everything held about the caller, as one JSON document (no secrets, no hashes).
+        --- end lifecycle ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginTotpEnrollment(self, request, context):
+        """--- two-factor: TOTP enrolment and backup codes (RPCs below) ---
+        All five need the caller's access token (`authorization: Bearer …`).
+        Starts (or restarts) TOTP enrolment after re-checking the password: a new 160-bit
+        secret, its otpauth:// URI and a QR code PNG. Nothing changes at login until
+        ConfirmTotpEnrollment. FAILED_PRECONDITION (TOTP_ALREADY_ENABLED) when enabled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotpEnrollment(self, request, context):
+        """Activates the pending secret once a code from it verifies; returns 10 backup codes
+        (shown once) and ends the user's other sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableTotp(self, request, context):
+        """Turns TOTP off: needs the password and a current code (TOTP or backup).
+        PERMISSION_DENIED (REAUTHENTICATION_FAILED) otherwise. Ends the other sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegenerateBackupCodes(self, request, context):
+        """A new set of 10 backup codes; the old set stops working. Password + current code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTwoFactorStatus(self, request, context):
+        """Whether TOTP is on, since when, and how many backup codes are left (never a secret).
+        --- end two-factor ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_AccountServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'VerifyEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyEmail,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailResponse.SerializeToString,
+            ),
+            'ResendVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendVerification,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'ListLoginHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoginHistory,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryResponse.SerializeToString,
+            ),
+            'ListConnectedApps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConnectedApps,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsResponse.SerializeToString,
+            ),
+            'RevokeAppAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAppAccess,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataResponse.SerializeToString,
+            ),
+            'BeginTotpEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginTotpEnrollment,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentResponse.SerializeToString,
+            ),
+            'ConfirmTotpEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotpEnrollment,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentResponse.SerializeToString,
+            ),
+            'DisableTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableTotp,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpResponse.SerializeToString,
+            ),
+            'RegenerateBackupCodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateBackupCodes,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesResponse.SerializeToString,
+            ),
+            'GetTwoFactorStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTwoFactorStatus,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sso.v1.Account', rpc_method_handlers)
@@ -54,6 +303,382 @@ def add_AccountServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Account:
-    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
-    --- end lifecycle ---
-    """
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def VerifyEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/VerifyEmail',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.VerifyEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ResendVerification',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ResendVerificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/RequestPasswordReset',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ResetPassword',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ChangePassword',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLoginHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ListLoginHistory',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ListLoginHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConnectedApps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ListConnectedApps',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ListConnectedAppsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAppAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/RevokeAppAccess',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RevokeAppAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ExportMyData',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ExportMyDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginTotpEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/BeginTotpEnrollment',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.BeginTotpEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotpEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/ConfirmTotpEnrollment',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.ConfirmTotpEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/DisableTotp',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.DisableTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateBackupCodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/RegenerateBackupCodes',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.RegenerateBackupCodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTwoFactorStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Account/GetTwoFactorStatus',
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_account__pb2.GetTwoFactorStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

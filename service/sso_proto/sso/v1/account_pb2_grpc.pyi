@@ -11,6 +11,7 @@ ResetPassword) take the token from the mail instead.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from sso_proto.sso.v1 import account_pb2 as _account_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -32,28 +33,254 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AccountStub:
-    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
-    --- end lifecycle ---
-    """
-
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AccountAsyncStub: ...
+    VerifyEmail: _grpc.UnaryUnaryMultiCallable[_account_pb2.VerifyEmailRequest, _account_pb2.VerifyEmailResponse]
+    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
+    Public (the token comes from the mail). Marks the address verified; UNAUTHENTICATED
+    (LINK_INVALID) for an unknown, used, superseded or expired link.
+    """
+    ResendVerification: _grpc.UnaryUnaryMultiCallable[_account_pb2.ResendVerificationRequest, _account_pb2.ResendVerificationResponse]
+    """Public. Mails a new verification link to an unverified account; the same empty answer
+    for every address (RESOURCE_EXHAUSTED only by the per-IP limit).
+    """
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_account_pb2.RequestPasswordResetRequest, _account_pb2.RequestPasswordResetResponse]
+    """Public. Mails a reset link to the address stored for the account; the same empty
+    answer, in the same time, for every address. At most 3 mails per account per hour.
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_account_pb2.ResetPasswordRequest, _account_pb2.ResetPasswordResponse]
+    """Public. Sets a new password with a reset link (single use, 30 min), ends every session
+    and mails a notice. Returns no tokens: log in again (two-factor still applies).
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_account_pb2.ChangePasswordRequest, _account_pb2.ChangePasswordResponse]
+    """The rest need the caller's access token (`authorization: Bearer …`).
+    Needs the current password; ends every other session (the caller's stays).
+    """
+    ListLoginHistory: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListLoginHistoryRequest, _account_pb2.ListLoginHistoryResponse]
+    """The caller's login attempts, newest first, page by page."""
+    ListConnectedApps: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListConnectedAppsRequest, _account_pb2.ListConnectedAppsResponse]
+    """Apps in which the caller has live sessions."""
+    RevokeAppAccess: _grpc.UnaryUnaryMultiCallable[_account_pb2.RevokeAppAccessRequest, _account_pb2.RevokeAppAccessResponse]
+    """Ends every session of the caller in one app."""
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_account_pb2.ExportMyDataRequest, _account_pb2.ExportMyDataResponse]
+    """Everything held about the caller, as one JSON document (no secrets, no hashes).
+    --- end lifecycle ---
+    """
+    BeginTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_account_pb2.BeginTotpEnrollmentRequest, _account_pb2.BeginTotpEnrollmentResponse]
+    """--- two-factor: TOTP enrolment and backup codes (RPCs below) ---
+    All five need the caller's access token (`authorization: Bearer …`).
+    Starts (or restarts) TOTP enrolment after re-checking the password: a new 160-bit
+    secret, its otpauth:// URI and a QR code PNG. Nothing changes at login until
+    ConfirmTotpEnrollment. FAILED_PRECONDITION (TOTP_ALREADY_ENABLED) when enabled.
+    """
+    ConfirmTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_account_pb2.ConfirmTotpEnrollmentRequest, _account_pb2.ConfirmTotpEnrollmentResponse]
+    """Activates the pending secret once a code from it verifies; returns 10 backup codes
+    (shown once) and ends the user's other sessions.
+    """
+    DisableTotp: _grpc.UnaryUnaryMultiCallable[_account_pb2.DisableTotpRequest, _account_pb2.DisableTotpResponse]
+    """Turns TOTP off: needs the password and a current code (TOTP or backup).
+    PERMISSION_DENIED (REAUTHENTICATION_FAILED) otherwise. Ends the other sessions.
+    """
+    RegenerateBackupCodes: _grpc.UnaryUnaryMultiCallable[_account_pb2.RegenerateBackupCodesRequest, _account_pb2.RegenerateBackupCodesResponse]
+    """A new set of 10 backup codes; the old set stops working. Password + current code."""
+    GetTwoFactorStatus: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetTwoFactorStatusRequest, _account_pb2.GetTwoFactorStatusResponse]
+    """Whether TOTP is on, since when, and how many backup codes are left (never a secret).
+    --- end two-factor ---
+    """
 
 @_typing.type_check_only
 class AccountAsyncStub(AccountStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    VerifyEmail: _aio.UnaryUnaryMultiCallable[_account_pb2.VerifyEmailRequest, _account_pb2.VerifyEmailResponse]  # type: ignore[assignment]
     """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
+    Public (the token comes from the mail). Marks the address verified; UNAUTHENTICATED
+    (LINK_INVALID) for an unknown, used, superseded or expired link.
+    """
+    ResendVerification: _aio.UnaryUnaryMultiCallable[_account_pb2.ResendVerificationRequest, _account_pb2.ResendVerificationResponse]  # type: ignore[assignment]
+    """Public. Mails a new verification link to an unverified account; the same empty answer
+    for every address (RESOURCE_EXHAUSTED only by the per-IP limit).
+    """
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_account_pb2.RequestPasswordResetRequest, _account_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Public. Mails a reset link to the address stored for the account; the same empty
+    answer, in the same time, for every address. At most 3 mails per account per hour.
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_account_pb2.ResetPasswordRequest, _account_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """Public. Sets a new password with a reset link (single use, 30 min), ends every session
+    and mails a notice. Returns no tokens: log in again (two-factor still applies).
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_account_pb2.ChangePasswordRequest, _account_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """The rest need the caller's access token (`authorization: Bearer …`).
+    Needs the current password; ends every other session (the caller's stays).
+    """
+    ListLoginHistory: _aio.UnaryUnaryMultiCallable[_account_pb2.ListLoginHistoryRequest, _account_pb2.ListLoginHistoryResponse]  # type: ignore[assignment]
+    """The caller's login attempts, newest first, page by page."""
+    ListConnectedApps: _aio.UnaryUnaryMultiCallable[_account_pb2.ListConnectedAppsRequest, _account_pb2.ListConnectedAppsResponse]  # type: ignore[assignment]
+    """Apps in which the caller has live sessions."""
+    RevokeAppAccess: _aio.UnaryUnaryMultiCallable[_account_pb2.RevokeAppAccessRequest, _account_pb2.RevokeAppAccessResponse]  # type: ignore[assignment]
+    """Ends every session of the caller in one app."""
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_account_pb2.ExportMyDataRequest, _account_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Everything held about the caller, as one JSON document (no secrets, no hashes).
     --- end lifecycle ---
     """
-
-    def __init__(self, channel: _aio.Channel) -> None: ...
+    BeginTotpEnrollment: _aio.UnaryUnaryMultiCallable[_account_pb2.BeginTotpEnrollmentRequest, _account_pb2.BeginTotpEnrollmentResponse]  # type: ignore[assignment]
+    """--- two-factor: TOTP enrolment and backup codes (RPCs below) ---
+    All five need the caller's access token (`authorization: Bearer …`).
+    Starts (or restarts) TOTP enrolment after re-checking the password: a new 160-bit
+    secret, its otpauth:// URI and a QR code PNG. Nothing changes at login until
+    ConfirmTotpEnrollment. FAILED_PRECONDITION (TOTP_ALREADY_ENABLED) when enabled.
+    """
+    ConfirmTotpEnrollment: _aio.UnaryUnaryMultiCallable[_account_pb2.ConfirmTotpEnrollmentRequest, _account_pb2.ConfirmTotpEnrollmentResponse]  # type: ignore[assignment]
+    """Activates the pending secret once a code from it verifies; returns 10 backup codes
+    (shown once) and ends the user's other sessions.
+    """
+    DisableTotp: _aio.UnaryUnaryMultiCallable[_account_pb2.DisableTotpRequest, _account_pb2.DisableTotpResponse]  # type: ignore[assignment]
+    """Turns TOTP off: needs the password and a current code (TOTP or backup).
+    PERMISSION_DENIED (REAUTHENTICATION_FAILED) otherwise. Ends the other sessions.
+    """
+    RegenerateBackupCodes: _aio.UnaryUnaryMultiCallable[_account_pb2.RegenerateBackupCodesRequest, _account_pb2.RegenerateBackupCodesResponse]  # type: ignore[assignment]
+    """A new set of 10 backup codes; the old set stops working. Password + current code."""
+    GetTwoFactorStatus: _aio.UnaryUnaryMultiCallable[_account_pb2.GetTwoFactorStatusRequest, _account_pb2.GetTwoFactorStatusResponse]  # type: ignore[assignment]
+    """Whether TOTP is on, since when, and how many backup codes are left (never a secret).
+    --- end two-factor ---
+    """
 
 class AccountServicer(metaclass=_abc_1.ABCMeta):
-    """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
-    --- end lifecycle ---
-    """
+    @_abc_1.abstractmethod
+    def VerifyEmail(
+        self,
+        request: _account_pb2.VerifyEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.VerifyEmailResponse, _abc.Awaitable[_account_pb2.VerifyEmailResponse]]:
+        """--- lifecycle: verification, password, history, devices, export (RPCs below) ---
+        Public (the token comes from the mail). Marks the address verified; UNAUTHENTICATED
+        (LINK_INVALID) for an unknown, used, superseded or expired link.
+        """
 
-    ...
+    @_abc_1.abstractmethod
+    def ResendVerification(
+        self,
+        request: _account_pb2.ResendVerificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ResendVerificationResponse, _abc.Awaitable[_account_pb2.ResendVerificationResponse]]:
+        """Public. Mails a new verification link to an unverified account; the same empty answer
+        for every address (RESOURCE_EXHAUSTED only by the per-IP limit).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _account_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.RequestPasswordResetResponse, _abc.Awaitable[_account_pb2.RequestPasswordResetResponse]]:
+        """Public. Mails a reset link to the address stored for the account; the same empty
+        answer, in the same time, for every address. At most 3 mails per account per hour.
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _account_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ResetPasswordResponse, _abc.Awaitable[_account_pb2.ResetPasswordResponse]]:
+        """Public. Sets a new password with a reset link (single use, 30 min), ends every session
+        and mails a notice. Returns no tokens: log in again (two-factor still applies).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _account_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ChangePasswordResponse, _abc.Awaitable[_account_pb2.ChangePasswordResponse]]:
+        """The rest need the caller's access token (`authorization: Bearer …`).
+        Needs the current password; ends every other session (the caller's stays).
+        """
+
+    @_abc_1.abstractmethod
+    def ListLoginHistory(
+        self,
+        request: _account_pb2.ListLoginHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListLoginHistoryResponse, _abc.Awaitable[_account_pb2.ListLoginHistoryResponse]]:
+        """The caller's login attempts, newest first, page by page."""
+
+    @_abc_1.abstractmethod
+    def ListConnectedApps(
+        self,
+        request: _account_pb2.ListConnectedAppsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListConnectedAppsResponse, _abc.Awaitable[_account_pb2.ListConnectedAppsResponse]]:
+        """Apps in which the caller has live sessions."""
+
+    @_abc_1.abstractmethod
+    def RevokeAppAccess(
+        self,
+        request: _account_pb2.RevokeAppAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.RevokeAppAccessResponse, _abc.Awaitable[_account_pb2.RevokeAppAccessResponse]]:
+        """Ends every session of the caller in one app."""
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _account_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ExportMyDataResponse, _abc.Awaitable[_account_pb2.ExportMyDataResponse]]:
+        """Everything held about the caller, as one JSON document (no secrets, no hashes).
+        --- end lifecycle ---
+        """
+
+    @_abc_1.abstractmethod
+    def BeginTotpEnrollment(
+        self,
+        request: _account_pb2.BeginTotpEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.BeginTotpEnrollmentResponse, _abc.Awaitable[_account_pb2.BeginTotpEnrollmentResponse]]:
+        """--- two-factor: TOTP enrolment and backup codes (RPCs below) ---
+        All five need the caller's access token (`authorization: Bearer …`).
+        Starts (or restarts) TOTP enrolment after re-checking the password: a new 160-bit
+        secret, its otpauth:// URI and a QR code PNG. Nothing changes at login until
+        ConfirmTotpEnrollment. FAILED_PRECONDITION (TOTP_ALREADY_ENABLED) when enabled.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmTotpEnrollment(
+        self,
+        request: _account_pb2.ConfirmTotpEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ConfirmTotpEnrollmentResponse, _abc.Awaitable[_account_pb2.ConfirmTotpEnrollmentResponse]]:
+        """Activates the pending secret once a code from it verifies; returns 10 backup codes
+        (shown once) and ends the user's other sessions.
+        """
+
+    @_abc_1.abstractmethod
+    def DisableTotp(
+        self,
+        request: _account_pb2.DisableTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.DisableTotpResponse, _abc.Awaitable[_account_pb2.DisableTotpResponse]]:
+        """Turns TOTP off: needs the password and a current code (TOTP or backup).
+        PERMISSION_DENIED (REAUTHENTICATION_FAILED) otherwise. Ends the other sessions.
+        """
+
+    @_abc_1.abstractmethod
+    def RegenerateBackupCodes(
+        self,
+        request: _account_pb2.RegenerateBackupCodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.RegenerateBackupCodesResponse, _abc.Awaitable[_account_pb2.RegenerateBackupCodesResponse]]:
+        """A new set of 10 backup codes; the old set stops working. Password + current code."""
+
+    @_abc_1.abstractmethod
+    def GetTwoFactorStatus(
+        self,
+        request: _account_pb2.GetTwoFactorStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.GetTwoFactorStatusResponse, _abc.Awaitable[_account_pb2.GetTwoFactorStatusResponse]]:
+        """Whether TOTP is on, since when, and how many backup codes are left (never a secret).
+        --- end two-factor ---
+        """
 
 def add_AccountServicer_to_server(servicer: AccountServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

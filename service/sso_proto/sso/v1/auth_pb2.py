@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsso_proto/sso/v1/auth.proto\x12\x06sso.v1\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"T\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\"\x90\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\ntoken_type\x18\x05 \x01(\t\x12\x1a\n\x12refresh_expires_in\x18\x06 \x01(\x03\"I\n\x0cMfaChallenge\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\"l\n\rLoginResponse\x12#\n\x06tokens\x18\x01 \x01(\x0b\x32\x11.sso.v1.TokenPairH\x00\x12,\n\x0cmfa_required\x18\x02 \x01(\x0b\x32\x14.sso.v1.MfaChallengeH\x00\x42\x08\n\x06result\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"4\n\x0fRefreshResponse\x12!\n\x06tokens\x18\x01 \x01(\x0b\x32\x11.sso.v1.TokenPair\"<\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"!\n\x0eLogoutResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"7\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\"\xc5\x01\n\x06\x43laims\x12\x0b\n\x03iss\x18\x01 \x01(\t\x12\x0b\n\x03sub\x18\x02 \x01(\t\x12\x0b\n\x03\x61ud\x18\x03 \x03(\t\x12\x0b\n\x03\x65xp\x18\x04 \x01(\x03\x12\x0b\n\x03iat\x18\x05 \x01(\x03\x12\x0b\n\x03nbf\x18\x06 \x01(\x03\x12\x0b\n\x03jti\x18\x07 \x01(\t\x12\x0b\n\x03sid\x18\x08 \x01(\t\x12\r\n\x05\x65mail\x18\t \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\n \x01(\x08\x12\x0b\n\x03\x61mr\x18\x0b \x03(\t\x12\x0f\n\x07user_id\x18\x0c \x01(\x03\x12\x0e\n\x06\x61pp_id\x18\r \x01(\x05\"F\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1e\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x0e.sso.v1.Claims\"\x10\n\x0eGetJwksRequest\"r\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\t\n\x01n\x18\x05 \x01(\t\x12\t\n\x01\x65\x18\x06 \x01(\t\x12\x0b\n\x03\x63rv\x18\x07 \x01(\t\x12\t\n\x01x\x18\x08 \x01(\t\x12\t\n\x01y\x18\t \x01(\t\"?\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x19\n\x04keys\x18\x02 \x03(\x0b\x32\x0b.sso.v1.Jwk\"!\n\x0eIsAdminRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"#\n\x0fIsAdminResponse\x12\x10\n\x08is_admin\x18\x01 \x01(\x08\x32\xb6\x03\n\x04\x41uth\x12=\n\x08Register\x12\x17.sso.v1.RegisterRequest\x1a\x18.sso.v1.RegisterResponse\x12\x34\n\x05Login\x12\x14.sso.v1.LoginRequest\x1a\x15.sso.v1.LoginResponse\x12:\n\x07Refresh\x12\x16.sso.v1.RefreshRequest\x1a\x17.sso.v1.RefreshResponse\x12\x37\n\x06Logout\x12\x15.sso.v1.LogoutRequest\x1a\x16.sso.v1.LogoutResponse\x12L\n\rValidateToken\x12\x1c.sso.v1.ValidateTokenRequest\x1a\x1d.sso.v1.ValidateTokenResponse\x12:\n\x07GetJwks\x12\x16.sso.v1.GetJwksRequest\x1a\x17.sso.v1.GetJwksResponse\x12:\n\x07IsAdmin\x12\x16.sso.v1.IsAdminRequest\x1a\x17.sso.v1.IsAdminResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsso_proto/sso/v1/auth.proto\x12\x06sso.v1\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"T\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\"\x90\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\ntoken_type\x18\x05 \x01(\t\x12\x1a\n\x12refresh_expires_in\x18\x06 \x01(\x03\"I\n\x0cMfaChallenge\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\"l\n\rLoginResponse\x12#\n\x06tokens\x18\x01 \x01(\x0b\x32\x11.sso.v1.TokenPairH\x00\x12,\n\x0cmfa_required\x18\x02 \x01(\x0b\x32\x14.sso.v1.MfaChallengeH\x00\x42\x08\n\x06result\"^\n\x10VerifyMfaRequest\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x13\n\ttotp_code\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x62\x61\x63kup_code\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x66\x61\x63tor\"6\n\x11VerifyMfaResponse\x12!\n\x06tokens\x18\x01 \x01(\x0b\x32\x11.sso.v1.TokenPair\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"4\n\x0fRefreshResponse\x12!\n\x06tokens\x18\x01 \x01(\x0b\x32\x11.sso.v1.TokenPair\"<\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"!\n\x0eLogoutResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"7\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\"\xc5\x01\n\x06\x43laims\x12\x0b\n\x03iss\x18\x01 \x01(\t\x12\x0b\n\x03sub\x18\x02 \x01(\t\x12\x0b\n\x03\x61ud\x18\x03 \x03(\t\x12\x0b\n\x03\x65xp\x18\x04 \x01(\x03\x12\x0b\n\x03iat\x18\x05 \x01(\x03\x12\x0b\n\x03nbf\x18\x06 \x01(\x03\x12\x0b\n\x03jti\x18\x07 \x01(\t\x12\x0b\n\x03sid\x18\x08 \x01(\t\x12\r\n\x05\x65mail\x18\t \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\n \x01(\x08\x12\x0b\n\x03\x61mr\x18\x0b \x03(\t\x12\x0f\n\x07user_id\x18\x0c \x01(\x03\x12\x0e\n\x06\x61pp_id\x18\r \x01(\x05\"F\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1e\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x0e.sso.v1.Claims\"\x10\n\x0eGetJwksRequest\"r\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\t\n\x01n\x18\x05 \x01(\t\x12\t\n\x01\x65\x18\x06 \x01(\t\x12\x0b\n\x03\x63rv\x18\x07 \x01(\t\x12\t\n\x01x\x18\x08 \x01(\t\x12\t\n\x01y\x18\t \x01(\t\"?\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x19\n\x04keys\x18\x02 \x03(\x0b\x32\x0b.sso.v1.Jwk\"!\n\x0eIsAdminRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"#\n\x0fIsAdminResponse\x12\x10\n\x08is_admin\x18\x01 \x01(\x08\x32\xf8\x03\n\x04\x41uth\x12=\n\x08Register\x12\x17.sso.v1.RegisterRequest\x1a\x18.sso.v1.RegisterResponse\x12\x34\n\x05Login\x12\x14.sso.v1.LoginRequest\x1a\x15.sso.v1.LoginResponse\x12@\n\tVerifyMfa\x12\x18.sso.v1.VerifyMfaRequest\x1a\x19.sso.v1.VerifyMfaResponse\x12:\n\x07Refresh\x12\x16.sso.v1.RefreshRequest\x1a\x17.sso.v1.RefreshResponse\x12\x37\n\x06Logout\x12\x15.sso.v1.LogoutRequest\x1a\x16.sso.v1.LogoutResponse\x12L\n\rValidateToken\x12\x1c.sso.v1.ValidateTokenRequest\x1a\x1d.sso.v1.ValidateTokenResponse\x12:\n\x07GetJwks\x12\x16.sso.v1.GetJwksRequest\x1a\x17.sso.v1.GetJwksResponse\x12:\n\x07IsAdmin\x12\x16.sso.v1.IsAdminRequest\x1a\x17.sso.v1.IsAdminResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,30 +43,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MFACHALLENGE']._serialized_end=434
   _globals['_LOGINRESPONSE']._serialized_start=436
   _globals['_LOGINRESPONSE']._serialized_end=544
-  _globals['_REFRESHREQUEST']._serialized_start=546
-  _globals['_REFRESHREQUEST']._serialized_end=585
-  _globals['_REFRESHRESPONSE']._serialized_start=587
-  _globals['_REFRESHRESPONSE']._serialized_end=639
-  _globals['_LOGOUTREQUEST']._serialized_start=641
-  _globals['_LOGOUTREQUEST']._serialized_end=701
-  _globals['_LOGOUTRESPONSE']._serialized_start=703
-  _globals['_LOGOUTRESPONSE']._serialized_end=736
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=738
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=793
-  _globals['_CLAIMS']._serialized_start=796
-  _globals['_CLAIMS']._serialized_end=993
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=995
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1065
-  _globals['_GETJWKSREQUEST']._serialized_start=1067
-  _globals['_GETJWKSREQUEST']._serialized_end=1083
-  _globals['_JWK']._serialized_start=1085
-  _globals['_JWK']._serialized_end=1199
-  _globals['_GETJWKSRESPONSE']._serialized_start=1201
-  _globals['_GETJWKSRESPONSE']._serialized_end=1264
-  _globals['_ISADMINREQUEST']._serialized_start=1266
-  _globals['_ISADMINREQUEST']._serialized_end=1299
-  _globals['_ISADMINRESPONSE']._serialized_start=1301
-  _globals['_ISADMINRESPONSE']._serialized_end=1336
-  _globals['_AUTH']._serialized_start=1339
-  _globals['_AUTH']._serialized_end=1777
+  _globals['_VERIFYMFAREQUEST']._serialized_start=546
+  _globals['_VERIFYMFAREQUEST']._serialized_end=640
+  _globals['_VERIFYMFARESPONSE']._serialized_start=642
+  _globals['_VERIFYMFARESPONSE']._serialized_end=696
+  _globals['_REFRESHREQUEST']._serialized_start=698
+  _globals['_REFRESHREQUEST']._serialized_end=737
+  _globals['_REFRESHRESPONSE']._serialized_start=739
+  _globals['_REFRESHRESPONSE']._serialized_end=791
+  _globals['_LOGOUTREQUEST']._serialized_start=793
+  _globals['_LOGOUTREQUEST']._serialized_end=853
+  _globals['_LOGOUTRESPONSE']._serialized_start=855
+  _globals['_LOGOUTRESPONSE']._serialized_end=888
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=890
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=945
+  _globals['_CLAIMS']._serialized_start=948
+  _globals['_CLAIMS']._serialized_end=1145
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1147
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1217
+  _globals['_GETJWKSREQUEST']._serialized_start=1219
+  _globals['_GETJWKSREQUEST']._serialized_end=1235
+  _globals['_JWK']._serialized_start=1237
+  _globals['_JWK']._serialized_end=1351
+  _globals['_GETJWKSRESPONSE']._serialized_start=1353
+  _globals['_GETJWKSRESPONSE']._serialized_end=1416
+  _globals['_ISADMINREQUEST']._serialized_start=1418
+  _globals['_ISADMINREQUEST']._serialized_end=1451
+  _globals['_ISADMINRESPONSE']._serialized_start=1453
+  _globals['_ISADMINRESPONSE']._serialized_end=1488
+  _globals['_AUTH']._serialized_start=1491
+  _globals['_AUTH']._serialized_end=1995
 # @@protoc_insertion_point(module_scope)

@@ -184,6 +184,56 @@ class LoginResponse(_message.Message):
 Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
 
 @_typing.final
+class VerifyMfaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    BACKUP_CODE_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    """MfaChallenge.challenge_id from Login (single use, expires, at most 5 codes tried)."""
+    totp_code: _builtins.str
+    """Exactly six ASCII digits."""
+    backup_code: _builtins.str
+    """One of the backup codes (xxxx-xxxx-xxxx-xxxx-xxxx-xxxx; hyphens optional)."""
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        totp_code: _builtins.str = ...,
+        backup_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "factor", b"factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_code", b"backup_code", "challenge_id", b"challenge_id", "factor", b"factor", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_factor: _TypeAlias = _typing.Literal["totp_code", "backup_code"]  # noqa: Y015
+    _WhichOneofArgType_factor: _TypeAlias = _typing.Literal["factor", b"factor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_factor) -> _WhichOneofReturnType_factor | None: ...
+
+Global___VerifyMfaRequest: _TypeAlias = VerifyMfaRequest  # noqa: Y015
+
+@_typing.final
+class VerifyMfaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> Global___TokenPair: ...
+    def __init__(
+        self,
+        *,
+        tokens: Global___TokenPair | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyMfaResponse: _TypeAlias = VerifyMfaResponse  # noqa: Y015
+
+@_typing.final
 class RefreshRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class AuthStub:
                 request_serializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginRequest.SerializeToString,
                 response_deserializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.VerifyMfa = channel.unary_unary(
+                '/sso.v1.Auth/VerifyMfa',
+                request_serializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
+                response_deserializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
+                _registered_method=True)
         self.Refresh = channel.unary_unary(
                 '/sso.v1.Auth/Refresh',
                 request_serializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.RefreshRequest.SerializeToString,
@@ -83,6 +88,14 @@ class AuthServicer:
 
     def Login(self, request, context):
         """Checks the password and opens a session: a token pair, or an MFA challenge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyMfa(self, request, context):
+        """Finishes a login that returned an MFA challenge: a TOTP or backup code for the
+        challenge gives the token pair (amr ["pwd","otp","mfa"] or ["pwd","mfa","backup_code"]).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +147,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginRequest.FromString,
                     response_serializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginResponse.SerializeToString,
+            ),
+            'VerifyMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyMfa,
+                    request_deserializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaRequest.FromString,
+                    response_serializer=sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaResponse.SerializeToString,
             ),
             'Refresh': grpc.unary_unary_rpc_method_handler(
                     servicer.Refresh,
@@ -215,6 +233,33 @@ class Auth:
             '/sso.v1.Auth/Login',
             sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginRequest.SerializeToString,
             sso__proto_dot_sso_dot_v1_dot_auth__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sso.v1.Auth/VerifyMfa',
+            sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
+            sso__proto_dot_sso_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class AuthStub:
     """Creates an account. ALREADY_EXISTS (reason EMAIL_TAKEN) when the normalised email is taken."""
     Login: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]
     """Checks the password and opens a session: a token pair, or an MFA challenge."""
+    VerifyMfa: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyMfaRequest, _auth_pb2.VerifyMfaResponse]
+    """Finishes a login that returned an MFA challenge: a TOTP or backup code for the
+    challenge gives the token pair (amr ["pwd","otp","mfa"] or ["pwd","mfa","backup_code"]).
+    """
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]
     """Exchanges a refresh token for a new pair; the presented token is spent."""
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
@@ -55,6 +59,10 @@ class AuthAsyncStub(AuthStub):
     """Creates an account. ALREADY_EXISTS (reason EMAIL_TAKEN) when the normalised email is taken."""
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
     """Checks the password and opens a session: a token pair, or an MFA challenge."""
+    VerifyMfa: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyMfaRequest, _auth_pb2.VerifyMfaResponse]  # type: ignore[assignment]
+    """Finishes a login that returned an MFA challenge: a TOTP or backup code for the
+    challenge gives the token pair (amr ["pwd","otp","mfa"] or ["pwd","mfa","backup_code"]).
+    """
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new pair; the presented token is spent."""
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
@@ -81,6 +89,16 @@ class AuthServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]:
         """Checks the password and opens a session: a token pair, or an MFA challenge."""
+
+    @_abc_1.abstractmethod
+    def VerifyMfa(
+        self,
+        request: _auth_pb2.VerifyMfaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.VerifyMfaResponse, _abc.Awaitable[_auth_pb2.VerifyMfaResponse]]:
+        """Finishes a login that returned an MFA challenge: a TOTP or backup code for the
+        challenge gives the token pair (amr ["pwd","otp","mfa"] or ["pwd","mfa","backup_code"]).
+        """
 
     @_abc_1.abstractmethod
     def Refresh(
