@@ -1,0 +1,129 @@
+"""`LoginHistoryRepository` on SQLAlchemy Core: a user's login history and known devices.
+
+Why this module exists: ListLoginHistory, the new-device notice and the data
+export read what happened at each login of an account. History rows are
+append-only in practice (deleted with the user); pages go newest first by a
+keyset on the id (no OFFSET scans). A device is remembered per user with an
+insert-or-nothing on (user_id, device_hash), so two concurrent first logins
+from one device still count it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Insert, RowMapping, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sso.domain.account_models import KnownDevice, LoginRecord, LoginResult
+from sso.storage._sql import autocommit
+from sso.storage.errors import translated
+from sso.storage.tables import known_devices as d
+from sso.storage.tables import login_history as h
+
+MAX_TEXT = 512
+
+
+def _record(m: RowMapping) -> LoginRecord:
+    return LoginRecord(
+        id=m["id"],
+        user_id=m["user_id"],
+        ts=m["ts"],
+        result=LoginResult(m["result"]),
+        ip=m["ip"],
+        user_agent=m["user_agent"],
+        device_name=m["device_name"],
+        app_id=m["app_id"],
+        device_hash=m["device_hash"],
+    )
+
+
+class SqlLoginHistory:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._auto = autocommit(engine)
+        self._sqlite_writer: asyncio.Lock | None = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        )
+        insert_fn = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._remember: Insert = insert_fn(d).on_conflict_do_nothing(
+            index_elements=["user_id", "device_hash"]
+        )
+
+    @translated
+    async def record(self, entry: LoginRecord) -> None:
+        values = {
+            "user_id": entry.user_id,
+            "ts": entry.ts,
+            "result": entry.result.value,
+            "ip": entry.ip[:64],
+            "user_agent": entry.user_agent[:MAX_TEXT],
+            "device_name": entry.device_name[:MAX_TEXT],
+            "app_id": entry.app_id,
+            "device_hash": entry.device_hash,
+        }
+        if self._sqlite_writer is None:
+            async with self._auto.connect() as conn:
+                await conn.execute(insert(h).values(**values))
+            return
+        async with self._sqlite_writer, self._auto.connect() as conn:
+            await conn.execute(insert(h).values(**values))
+
+    @translated
+    async def page(
+        self, user_id: int, *, before_id: int | None, limit: int
+    ) -> Sequence[LoginRecord]:
+        stmt = select(*h.c).where(h.c.user_id == user_id)
+        if before_id is not None:
+            stmt = stmt.where(h.c.id < before_id)
+        stmt = stmt.order_by(h.c.id.desc()).limit(limit)
+        async with self._auto.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_record(r._mapping) for r in rows]
+
+    @translated
+    async def remember_device(
+        self,
+        user_id: int,
+        device_hash: str,
+        user_agent: str,
+        device_name: str,
+        now: datetime,
+    ) -> tuple[bool, int]:
+        stmt = self._remember.values(
+            user_id=user_id,
+            device_hash=device_hash,
+            user_agent=user_agent[:MAX_TEXT],
+            device_name=device_name[:MAX_TEXT],
+            first_seen_at=now,
+            last_seen_at=now,
+        ).returning(d.c.device_hash)
+        lock = self._sqlite_writer or asyncio.Lock()
+        async with lock, self._engine.begin() as conn:
+            inserted = (await conn.execute(stmt)).first() is not None
+            if not inserted:
+                await conn.execute(
+                    update(d)
+                    .where(d.c.user_id == user_id, d.c.device_hash == device_hash)
+                    .values(last_seen_at=now)
+                )
+                return False, 0
+            known = (
+                await conn.execute(
+                    select(func.count()).select_from(d).where(d.c.user_id == user_id)
+                )
+            ).scalar_one()
+        return True, int(known) - 1
+
+    @translated
+    async def devices(self, user_id: int) -> Sequence[KnownDevice]:
+        stmt = select(*d.c).where(d.c.user_id == user_id).order_by(d.c.first_seen_at)
+        async with self._auto.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            KnownDevice(r.device_hash, r.user_agent, r.device_name, r.first_seen_at, r.last_seen_at)
+            for r in rows
+        ]
