@@ -145,14 +145,25 @@ def _lock_expr(
 
 
 class SqlLoginAttempts:
-    """The `LoginAttempts` port on the users table (PostgreSQL and SQLite)."""
+    """The `LoginAttempts` port on the users table (PostgreSQL and SQLite).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    `counting=False` (lockout switched off) counts nothing and locks nothing by
+    itself; it still refuses attempts on an administratively locked account
+    (`sso.v1.Admin/LockUser`), which must hold whatever the lockout setting.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, counting: bool = True) -> None:
         self._engine = autocommit(engine)
+        self._counting = counting
 
     @translated
     async def reserve(self, user_id: int, *, now: datetime, policy: LockoutPolicy) -> Reservation:
         c = users.c
+        if not self._counting:
+            probe = select(c.admin_locked).where(c.id == user_id)
+            async with self._engine.connect() as conn:
+                locked = (await conn.execute(probe)).scalar_one_or_none()
+            return Reservation(granted=not locked)
         stale = or_(c.last_failed_at.is_(None), c.last_failed_at <= now - policy.reset_after)
         count = case((stale, 1), else_=c.failed_logins + 1)
         stmt = (
@@ -160,6 +171,8 @@ class SqlLoginAttempts:
             .where(
                 c.id == user_id,
                 c.hard_locked == false(),
+                # An administrative lock (sso.v1.Admin/LockUser) refuses every attempt too.
+                c.admin_locked == false(),
                 or_(c.locked_until.is_(None), c.locked_until <= now),
             )
             .values(
@@ -179,7 +192,7 @@ class SqlLoginAttempts:
     @translated
     async def release(self, user_id: int, reservation: Reservation, *, now: datetime) -> None:
         """Give back a reservation, unless another attempt has counted since (then keep it)."""
-        if not reservation.granted:
+        if not reservation.granted or not self._counting:
             return
         c = users.c
         stmt = (
@@ -196,6 +209,10 @@ class SqlLoginAttempts:
 
     @translated
     async def clear(self, user_id: int) -> bool:
+        if not self._counting:  # nothing counted: no write on every successful login
+            async with self._engine.connect() as conn:
+                found = await conn.execute(select(users.c.id).where(users.c.id == user_id))
+                return found.first() is not None
         stmt = (
             update(users)
             .where(users.c.id == user_id)
