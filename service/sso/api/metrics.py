@@ -23,6 +23,9 @@ layer owns those clients); they share the process registry and appear here too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +47,7 @@ from prometheus_client import (
 from sso.domain.events import Detail, SecurityEvent
 from sso.domain.limits import LimitDecision, LimitRule, RateLimiter
 
+log = logging.getLogger("sso.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # No `*_created` series: a timestamp per label set that nobody queries doubles the output.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -117,6 +121,12 @@ EVENT_LOOP_LAG = Gauge(
     "sso_event_loop_lag_seconds",
     "How late the event loop last ran a timer (the liveness check's measure).",
     multiprocess_mode="livemax",
+)
+
+LEGACY_PASSWORD_HASHES = Gauge(
+    "sso_legacy_password_hashes",
+    "Users whose stored hash is still the Go service's bcrypt (argon2id after their next login).",
+    multiprocess_mode="mostrecent",
 )
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -314,3 +324,59 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class LegacyHashGauge:
+    """Keeps `sso_legacy_password_hashes` equal to a count read from storage.
+
+    Refreshed at start, every `interval` seconds, and `delay` seconds after
+    `poke()` (the hasher pokes when a bcrypt hash verified, so the gauge drops
+    shortly after the login's rehash lands); pokes within one delay coalesce.
+    """
+
+    def __init__(
+        self, count: Callable[[], Awaitable[int]], *, interval: float = 300.0, delay: float = 2.0
+    ) -> None:
+        self._count = count
+        self._interval = interval
+        self._delay = delay
+        self._loop_task: asyncio.Task[None] | None = None
+        self._poke_task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> int:
+        value = await self._count()
+        LEGACY_PASSWORD_HASHES.set(value)
+        return value
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._every_interval())
+
+    def poke(self) -> None:
+        if self._poke_task is None or self._poke_task.done():
+            # A fresh context: the count is not part of the login that poked (no child span
+            # outliving its trace, no request id on its log lines).
+            self._poke_task = asyncio.get_running_loop().create_task(
+                self._later(), context=contextvars.Context()
+            )
+
+    async def close(self) -> None:
+        for task in (self._loop_task, self._poke_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self._delay)
+        await self._refresh_logged()
+
+    async def _every_interval(self) -> None:
+        while True:
+            await self._refresh_logged()
+            await asyncio.sleep(self._interval)
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # the database is down: keep the last value, try again later
+            log.warning("legacy hash count failed", exc_info=True)

@@ -15,6 +15,16 @@ Passwords are normalised to NFKC before hashing and verifying (NIST 800-63B
 change). Length limits belong to `sso.security.policy`; this class only
 refuses absurd inputs (more than `HARD_MAX_CHARS` code points) as a second
 line of defence, without hashing.
+
+Legacy bcrypt hashes (issue 9: users imported from the Go SSO service, whose
+`bcrypt.GenerateFromPassword` wrote `$2a$` cost-10 hashes) are verified with the
+`bcrypt` package in the same bounded pool (it releases the GIL too), against the
+password exactly as received: the Go service hashed the raw UTF-8 bytes, without
+NFKC. bcrypt only reads the first 72 bytes, so a longer password is refused
+without a bcrypt call (checklist A2: P and P[:72]+"x" must never both verify);
+Go's bcrypt refuses such passwords at hash time, so no legacy user has one. The
+refusal still spends one dummy argon2 verify, so its timing says nothing. A
+bcrypt hash always `needs_rehash`: the login that verifies it stores argon2id.
 """
 
 from __future__ import annotations
@@ -30,12 +40,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import argon2
+import bcrypt
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sso.config import PasswordSettings
 from sso.errors import InvalidArgument, Overloaded
 
-__all__ = ["HARD_MAX_CHARS", "SALT_BYTES", "Argon2PasswordHasher"]
+__all__ = [
+    "BCRYPT_MAX_BYTES",
+    "BCRYPT_PREFIXES",
+    "HARD_MAX_CHARS",
+    "SALT_BYTES",
+    "Argon2PasswordHasher",
+    "is_bcrypt_hash",
+]
 
 T = TypeVar("T")
 
@@ -43,9 +61,12 @@ T = TypeVar("T")
 HARD_MAX_CHARS = 1024
 SALT_BYTES = 16
 HASH_BYTES = 32
+# bcrypt reads at most 72 bytes of the password; the prefixes every implementation writes.
+BCRYPT_MAX_BYTES = 72
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
-# Called after every argon2 computation with the operation ("hash", "verify",
-# "dummy_verify") and the wall time in seconds: a hook for metrics.
+# Called after every computation with the operation ("hash", "verify",
+# "dummy_verify", "bcrypt_verify") and the wall time in seconds: a hook for metrics.
 Observer = Callable[[str, float], None]
 
 
@@ -53,10 +74,15 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii").rstrip("=")
 
 
+def is_bcrypt_hash(password_hash: str) -> bool:
+    """True for a `$2a$`/`$2b$`/`$2y$` string (the Go service's legacy hashes)."""
+    return password_hash.startswith(BCRYPT_PREFIXES)
+
+
 class Argon2PasswordHasher:
     """The `PasswordHasher` port: argon2id PHC strings, computed in worker threads.
 
-    `calls` counts argon2 computations (hash, verify and dummy verify) so tests
+    `calls` counts hash computations (hash, verify, dummy verify, bcrypt verify) so tests
     and metrics can prove that a rejected input cost nothing.
     """
 
@@ -66,6 +92,7 @@ class Argon2PasswordHasher:
         *,
         observer: Observer | None = None,
         normalize: bool = True,
+        on_legacy_verified: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._hasher = argon2.PasswordHasher(
@@ -78,6 +105,8 @@ class Argon2PasswordHasher:
         )
         self._normalize = normalize
         self._observer = observer
+        # Called (on the event loop) after a bcrypt hash verified: the caller rehashes it.
+        self._on_legacy_verified = on_legacy_verified
         self._capacity = settings.workers + settings.max_queue
         self._pending = 0
         self._lock = threading.Lock()
@@ -118,9 +147,27 @@ class Argon2PasswordHasher:
         """True only when `password` matches; False for a mismatch or any bad input."""
         if not isinstance(password_hash, str) or not isinstance(password, str):
             return False
-        if len(password) > HARD_MAX_CHARS or not password_hash.startswith("$argon2"):
+        if len(password) > HARD_MAX_CHARS:
+            return False
+        if is_bcrypt_hash(password_hash):
+            return await self._verify_bcrypt(password_hash, password)
+        if not password_hash.startswith("$argon2"):
             return False
         return await self._submit("verify", self._verify_sync, password_hash, password)
+
+    async def _verify_bcrypt(self, password_hash: str, password: str) -> bool:
+        try:
+            secret = password.encode("utf-8")  # as received: the Go service did not normalise
+        except UnicodeEncodeError:
+            secret = b""
+        if not secret or len(secret) > BCRYPT_MAX_BYTES:
+            # bcrypt would ignore the bytes past 72 (or refuse); spend a check's time anyway.
+            await self.dummy_verify(password)
+            return False
+        ok = await self._submit("bcrypt_verify", _bcrypt_check, password_hash, secret)
+        if ok and self._on_legacy_verified is not None:
+            self._on_legacy_verified()
+        return ok
 
     async def dummy_verify(self, password: str) -> None:
         """Spend the time of one real verify (for unknown users: timing parity, B1)."""
@@ -128,7 +175,12 @@ class Argon2PasswordHasher:
         await self._submit("dummy_verify", self._verify_sync, self._dummy_hash, candidate)
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """True when the hash was made with other parameters (or cannot be parsed)."""
+        """True when the hash was made with other parameters (or cannot be parsed).
+
+        Always True for a legacy bcrypt hash: it is replaced by argon2id at login.
+        """
+        if is_bcrypt_hash(password_hash):
+            return True
         try:
             return self._hasher.check_needs_rehash(password_hash)
         except (InvalidHashError, ValueError, TypeError):
@@ -144,7 +196,7 @@ class Argon2PasswordHasher:
             # VerifyMismatchError is a VerificationError; UnicodeEncodeError a ValueError.
             return False
 
-    async def _submit(self, op: str, fn: Callable[..., T], *args: str) -> T:
+    async def _submit(self, op: str, fn: Callable[..., T], *args: str | bytes) -> T:
         with self._lock:
             if self._pending >= self._capacity:
                 raise Overloaded(retry_after=1.0)
@@ -164,10 +216,18 @@ class Argon2PasswordHasher:
         with self._lock:
             self._pending -= 1
 
-    def _timed(self, op: str, fn: Callable[..., T], *args: str) -> T:
+    def _timed(self, op: str, fn: Callable[..., T], *args: str | bytes) -> T:
         started = time.perf_counter()
         try:
             return fn(*args)
         finally:
             if self._observer is not None:
                 self._observer(op, time.perf_counter() - started)
+
+
+def _bcrypt_check(password_hash: str, secret: bytes) -> bool:
+    """bcrypt's own constant-time comparison; False for a malformed hash."""
+    try:
+        return bcrypt.checkpw(secret, password_hash.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return False
