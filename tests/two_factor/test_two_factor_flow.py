@@ -349,3 +349,25 @@ async def test_concurrent_begins_leave_one_pending_secret(tf_server_db: Running)
         except grpc.aio.AioRpcError as error:
             assert error.code() in (S.INVALID_ARGUMENT, S.FAILED_PRECONDITION), error
     assert confirmed == 1
+
+
+async def test_a_user_locked_after_the_password_step_cannot_finish_the_login(
+    tf_server: Running,
+) -> None:
+    """LockUser between Login and VerifyMfa: the pending challenge no longer opens a
+    session (the lock is checked in the statement that spends the challenge)."""
+    c = await new_client(tf_server).enrolled()
+    challenge_id = await c.challenge()
+    user_id = int(
+        (
+            await c.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=c.access_token))
+        ).claims.user_id
+    )
+    store: Any = tf_server.container.bundle.admin.store
+    assert await store.set_admin_lock(user_id, True)
+    await expect(
+        c.verify_call(challenge_id, totp=c.code()), S.UNAUTHENTICATED, "MFA_CHALLENGE_INVALID"
+    )
+    assert await store.set_admin_lock(user_id, False)
+    c.tick()  # the refused attempt spent its step's code
+    await c.verify_call(await c.challenge(), totp=c.code())

@@ -30,6 +30,7 @@ from sso.storage.errors import translated
 from sso.storage.tables import backup_codes as bc
 from sso.storage.tables import mfa_challenges as ch
 from sso.storage.tables import totp_credentials as tc
+from sso.storage.tables import users
 
 
 def _state(m: RowMapping) -> TotpState:
@@ -272,9 +273,24 @@ class SqlTwoFactorRepository:
 
     @translated
     async def consume_challenge(self, id_hash: bytes, *, now: datetime) -> bool:
+        """Spend the challenge, unless it is spent, expired, or its user was locked
+        (LockUser, or a hard lockout) after the password step: in one statement."""
+        locked = (
+            select(users.c.id)
+            .where(
+                users.c.id == ch.c.user_id,
+                or_(users.c.admin_locked == true(), users.c.hard_locked == true()),
+            )
+            .exists()
+        )
         stmt = (
             update(ch)
-            .where(ch.c.id_hash == id_hash, ch.c.used_at.is_(None), ch.c.expires_at > now)
+            .where(
+                ch.c.id_hash == id_hash,
+                ch.c.used_at.is_(None),
+                ch.c.expires_at > now,
+                ~locked,
+            )
             .values(used_at=now)
             .returning(ch.c.user_id)
         )
