@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 
 from sso.api.account_lifecycle import Lifecycle
 from sso.api.context import trust_proxies
-from sso.api.metrics import LegacyHashGauge, MeteredLimiter, MetricsSink
+from sso.api.metrics import LegacyHashGauge, MeteredLimiter, MetricsSink, record_replicas
 from sso.api.server import ServiceBundle, SSOServer
 from sso.api.tracing import setup_tracing, tracer_of
 from sso.config import Settings
@@ -46,15 +46,17 @@ from sso.security.tokens import JwtAccessTokens
 from sso.security.totp import TotpAuthenticator
 from sso.storage.account_tokens import SqlAccountTokens
 from sso.storage.admin import SqlAdminStore
+from sso.storage.appcache import AppInvalidations, RedisAppCache
 from sso.storage.apps import SqlAppRepository
 from sso.storage.audit import SqlAuditSink
-from sso.storage.db import create_engine
+from sso.storage.db import Database
 from sso.storage.denylist import MemoryDenylist, ReplicatedDenylist
 from sso.storage.history import SqlLoginHistory
 from sso.storage.instrumentation import instrument_engine, instrument_redis
 from sso.storage.legacy_import import count_bcrypt_hashes
 from sso.storage.ratelimit import LocalRateLimiter, RedisRateLimiter
 from sso.storage.redis import create_redis
+from sso.storage.replicas import LagSampler
 from sso.storage.sessions import SqlSessionRepository
 from sso.storage.two_factor import SqlTwoFactorRepository
 from sso.storage.users import SqlLoginAttempts, SqlUserRepository
@@ -109,6 +111,8 @@ class Container:
     bundle: ServiceBundle
     keyring: keyset.KeyRing
     _closers: list[Any] = field(default_factory=list)
+    # The primary and the read router (replica state, for health and tests).
+    database: Database | None = None
 
     @classmethod
     async def build(cls, settings: Settings) -> Container:
@@ -122,9 +126,17 @@ class Container:
         # Spans only when OTEL_* configure an exporter; statement metrics (and spans) always.
         tracer_provider = setup_tracing(s.observability)
         tracer = tracer_of(tracer_provider)
-        engine = create_engine(s.database)
+        # The primary takes writes and security reads; `db.reads` routes lag-tolerant reads
+        # to healthy replicas (database.replica_urls; docs/architecture.md, read routing).
+        db = Database.from_settings(s.database)
+        engine = db.primary
         instrument_engine(engine, tracer)
-        closers: list[Any] = [engine.dispose]
+        closers: list[Any] = [db.dispose]
+        if db.reads.replicas:
+            sampler = LagSampler(db.reads, interval=s.database.replica_check_interval)
+            sampler.on_sample = lambda r: record_replicas(r.replicas, r.fallbacks)
+            await sampler.start()
+            closers.append(sampler.close)
         if tracer_provider is not None:  # closed last: flushes the spans of the shutdown
             closers.insert(0, lambda: asyncio.to_thread(tracer_provider.shutdown))
         denylist: Denylist
@@ -177,7 +189,10 @@ class Container:
         sinks.append(SqlAuditSink(engine, skip=audit_skip))
         sinks.append(MetricsSink())  # business and security counters (/metrics)
         limiter = MeteredLimiter(limiter)  # counts denied and degraded (Redis down) decisions
-        apps = SqlAppRepository(engine, SecretBox.from_data_key(data_key))
+        apps: SqlAppRepository | RedisAppCache
+        apps = SqlAppRepository(engine, SecretBox.from_data_key(data_key), reads=db.reads)
+        if s.redis.url is not None:  # app rows shared in Redis, changes published (appcache.py)
+            apps = RedisAppCache(apps, redis, s.redis.key_prefix, ttl=s.redis.app_cache_ttl)
         auth = AuthService(
             users=SqlUserRepository(engine),
             apps=apps,
@@ -205,6 +220,11 @@ class Container:
                 max_checks=s.passwords.workers + s.passwords.max_queue,
             ),
         )
+        if isinstance(apps, RedisAppCache):
+            # Every process drops its copies of an app the moment any process changes it.
+            invalidations = AppInvalidations(redis, apps.channel, lambda _: auth.forget_apps())
+            await invalidations.start()
+            closers.append(invalidations.close)
         sessions = SessionService(auth)
         # TOTP second factor: Login asks it after a password verified (docs/two-factor.md).
         two_factor = TwoFactorService(
@@ -217,7 +237,7 @@ class Container:
         # GDPR export (sso.domain.export): each feature registers its sections on `exporter`.
         exporter = UserExport()
         exporter.register("two_factor", two_factor.export_section)
-        admin_store = SqlAdminStore(engine)
+        admin_store = SqlAdminStore(engine, reads=db.reads)
         register_export_sections(exporter, admin_store)
         # Account lifecycle (docs/account.md): mail, verification, reset, history, devices.
         mailer = MailDispatcher.from_settings(s.mail, embedded=s.embedded, home=s.home)
@@ -236,7 +256,7 @@ class Container:
         )
         history = HistoryService(
             auth=auth,
-            history=SqlLoginHistory(engine),
+            history=SqlLoginHistory(engine, reads=db.reads),
             tokens=account_tokens,
             mailer=mailer,
             background=account_work,
@@ -269,7 +289,7 @@ class Container:
             two_factor=two_factor,
             lifecycle=Lifecycle(account=account, history=history, exporter=exporter),
         )
-        return cls(s, auth, sessions, bundle, keyring, closers)
+        return cls(s, auth, sessions, bundle, keyring, closers, database=db)
 
     async def close(self) -> None:
         for closer in reversed(self._closers):

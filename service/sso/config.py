@@ -10,13 +10,14 @@ Every field is documented in docs/configuration.md.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path(".sso")
 
@@ -44,10 +45,28 @@ class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(5.0, gt=0)
     # Log every SQL statement (debugging only).
     echo: bool = False
+    # Streaming replicas for lag-tolerant reads (docs/architecture.md, read routing): a JSON
+    # list of URLs like `url`, or one bare URL (the operator's `replica-dsn`). Empty = none.
+    replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Seconds a replica may lag behind the primary and still serve reads; beyond, reads
+    # go to the other replicas or the primary until it catches up.
+    max_replica_lag: float = Field(5.0, gt=0)
+    # Seconds between replica lag samples (each replica, one query).
+    replica_check_interval: float = Field(1.0, gt=0, le=60)
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.get_secret_value().startswith("sqlite")
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _replica_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return []
+            return json.loads(value) if value.startswith("[") else [value]
+        return value
 
 
 class RedisSettings(BaseModel):
@@ -57,6 +76,9 @@ class RedisSettings(BaseModel):
     timeout: float = Field(0.25, gt=0)
     # Prefix of every Redis key, so instances can share a Redis.
     key_prefix: str = "sso:"
+    # Seconds an app's stored row (secrets encrypted) stays in Redis for the Login lookup;
+    # changes are invalidated at once (pub/sub), this only bounds memory and Redis outages.
+    app_cache_ttl: float = Field(300.0, gt=0)
 
 
 class PasswordSettings(BaseModel):

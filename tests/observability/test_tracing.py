@@ -178,8 +178,12 @@ async def test_login_span_tree(
     sql = by_system.pop("postgresql")
     assert {"SELECT", "INSERT"} <= {a["db.operation.name"] for a in sql}
     assert all(a["db.query.text"] and a["db.namespace"] for a in sql)
-    # The per-IP and per-email rate limits: one EVALSHA each.
-    assert [a["db.operation.name"] for a in by_system.pop("redis")] == ["EVALSHA"] * 2
+    # The per-IP and per-email rate limits: one EVALSHA each; this first Login of the
+    # app also misses the Redis app cache (MGET) and fills it (one EVALSHA).
+    # (SCRIPT LOAD when the cache's fill script is not loaded yet).
+    redis_ops = [a["db.operation.name"] for a in by_system.pop("redis")]
+    assert redis_ops.count("EVALSHA") >= 3 and redis_ops.count("MGET") == 1
+    assert set(redis_ops) <= {"EVALSHA", "MGET", "SCRIPT"}
     assert not by_system
     assert len(spans) == 1 + len(children)  # nothing else, nothing orphaned
 

@@ -28,8 +28,8 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 from prometheus_client import (
@@ -128,6 +128,47 @@ LEGACY_PASSWORD_HASHES = Gauge(
     "Users whose stored hash is still the Go service's bcrypt (argon2id after their next login).",
     multiprocess_mode="mostrecent",
 )
+# Read replicas (docs/operations.md): labelled by index in database.replica_urls, never the URL.
+REPLICA_LAG_SECONDS = Gauge(
+    "sso_db_replica_lag_seconds",
+    "Seconds the replica's replayed data is behind the primary at the last sample (+Inf: down).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "sso_db_replica_lag_bytes",
+    "WAL bytes the replica has received but not replayed at the last sample (+Inf: down).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_HEALTHY = Gauge(
+    "sso_db_replica_healthy",
+    "Whether the replica serves lag-tolerant reads (1: up and within max_replica_lag).",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+REPLICA_FALLBACKS = Gauge(
+    "sso_db_replica_read_fallbacks",
+    "Reads that failed on a replica and ran again on the primary, since the process started.",
+    multiprocess_mode="livesum",
+)
+
+
+class ReplicaStatus(Protocol):
+    name: str
+    healthy: bool
+    lag_seconds: float
+    lag_bytes: float
+
+
+def record_replicas(replicas: Iterable[ReplicaStatus], fallbacks: int) -> None:
+    """Export the read router's last samples (called by the lag sampler after each round)."""
+    for r in replicas:
+        REPLICA_LAG_SECONDS.labels(r.name).set(r.lag_seconds)
+        REPLICA_LAG_BYTES.labels(r.name).set(r.lag_bytes)
+        REPLICA_HEALTHY.labels(r.name).set(1 if r.healthy else 0)
+    REPLICA_FALLBACKS.set(fallbacks)
+
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 if TYPE_CHECKING:

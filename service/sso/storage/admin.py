@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, case, delete, func, or_, select, true, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sso.domain.admin import DailyLogins, Stats, UserInfo, password_scheme
 from sso.domain.auth import session_ref
 from sso.domain.events import SecurityEvent
 from sso.storage._sql import autocommit
 from sso.storage.errors import translated
+from sso.storage.replicas import ReadRouter
 from sso.storage.tables import apps, audit_events, refresh_tokens, sessions, users
 
 # Most recent audit rows a GDPR export carries about one user.
@@ -50,8 +51,10 @@ def _live(now: datetime) -> tuple[ColumnElement[bool], ...]:
 class SqlAdminStore:
     """The `AdminStore` port on SQLAlchemy Core (PostgreSQL and SQLite)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, reads: ReadRouter | None = None) -> None:
         self._engine = engine
+        # Listings, statistics and export may be seconds stale: a healthy replica serves them.
+        self._reads = reads or ReadRouter(engine)
         self._auto = autocommit(engine)
         self._pg = engine.dialect.name == "postgresql"
 
@@ -116,13 +119,13 @@ class SqlAdminStore:
         if email_prefix:
             stmt = stmt.where(users.c.email.like(like_prefix(email_prefix), escape="\\"))
         stmt = stmt.order_by(users.c.id).limit(limit)
-        async with self._auto.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica: an admin listing
         return [self._info(row._mapping) for row in rows]
 
     @translated
     async def get_user(self, user_id: int, now: datetime) -> UserInfo | None:
         stmt = self._user_select(now).where(users.c.id == user_id)
+        # Primary: LockUser/UnlockUser/SetAdmin answer with this read right after their write.
         async with self._auto.connect() as conn:
             row = (await conn.execute(stmt)).first()
         return None if row is None else self._info(row._mapping)
@@ -189,10 +192,13 @@ class SqlAdminStore:
             .group_by(day)
             .order_by(day)
         )
-        async with self._auto.connect() as conn:
+
+        async def read(conn: AsyncConnection) -> tuple[RowMapping, Any, Sequence[Any]]:
             t = (await conn.execute(totals)).one()._mapping
             app_count = (await conn.execute(select(func.count()).select_from(apps))).scalar_one()
-            days = (await conn.execute(daily)).all()
+            return t, app_count, (await conn.execute(daily)).all()
+
+        t, app_count, days = await self._reads.run(read)  # replica: whole-table counts
         return Stats(
             users=int(t["users"]),
             verified_users=int(t["verified"]),
@@ -225,8 +231,7 @@ class SqlAdminStore:
             u.last_failed_at,
             u.password_hash,
         ).where(u.id == user_id)
-        async with self._auto.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await self._reads.first(stmt)  # replica: export
         if row is None:
             return None
         m = row._mapping
@@ -250,8 +255,7 @@ class SqlAdminStore:
     async def user_sessions(self, user_id: int) -> Sequence[Mapping[str, object]]:
         s = sessions.c
         stmt = select(*sessions.c).where(s.user_id == user_id).order_by(s.created_at, s.id)
-        async with self._auto.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica: export (decides no session's validity)
         return [
             {
                 # Hashed like in the audit trail: a session id is a revocation handle.
@@ -282,8 +286,7 @@ class SqlAdminStore:
             .order_by(a.ts.desc(), a.id.desc())
             .limit(MAX_EXPORT_EVENTS)
         )
-        async with self._auto.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica: export
         return [
             {
                 "ts": _iso(r.ts),

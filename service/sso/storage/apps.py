@@ -16,8 +16,9 @@ DELETE rule on purpose, see migration 0005).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import RowMapping, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,7 @@ from sso.domain.ports import SecretCipher
 from sso.errors import AlreadyExists
 from sso.storage._sql import Clock, autocommit, insert_or_nothing, utc_now
 from sso.storage.errors import translated
+from sso.storage.replicas import ReadRouter
 from sso.storage.tables import apps, sessions
 
 _COLUMNS = (
@@ -56,9 +58,16 @@ class SqlAppRepository:
     """Apps table access; secrets are encrypted before INSERT and decrypted after SELECT."""
 
     def __init__(
-        self, engine: AsyncEngine, cipher: SecretCipher, *, clock: Clock = utc_now
+        self,
+        engine: AsyncEngine,
+        cipher: SecretCipher,
+        *,
+        clock: Clock = utc_now,
+        reads: ReadRouter | None = None,
     ) -> None:
         self._raw = engine
+        # Lag-tolerant reads (lookups, listings): a healthy replica, else the primary.
+        self._reads = reads or ReadRouter(engine)
         self._engine = autocommit(engine)
         self._cipher = cipher
         self._clock = clock
@@ -156,34 +165,75 @@ class SqlAppRepository:
 
     @translated
     async def get_info(self, app_id: int) -> AppInfo | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(*_COLUMNS).where(apps.c.id == app_id))).first()
+        # Replica: every Login looks its app up; in front sit the app caches (appcache.py).
+        stmt = select(*_COLUMNS).where(apps.c.id == app_id)
+        row: Any = await self._reads.first(stmt)
+        if row is None and self._reads.replicas:
+            # Not yet replayed? An app created a moment ago must be usable at once.
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(stmt)).first()
         return None if row is None else self._info(row._mapping)
 
     @translated
-    async def get_by_name(self, name: str) -> App | None:
+    async def get_sealed(self, app_id: int) -> dict[str, object] | None:
+        """The app as stored (secrets still encrypted), JSON-ready, read from the primary.
+
+        What the shared Redis cache keeps (appcache.py): never a decrypted secret. The
+        primary, not a replica, so a fill can never put back what an update replaced.
+        """
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(*_COLUMNS).where(apps.c.name == name))).first()
+            row = (await conn.execute(select(*_COLUMNS).where(apps.c.id == app_id))).first()
+        if row is None:
+            return None
+        m = row._mapping
+        expires = m["previous_secret_expires_at"]
+        return {
+            "id": m["id"],
+            "name": m["name"],
+            "secret_encrypted": m["secret_encrypted"],
+            "created_at": m["created_at"].isoformat(),
+            "previous_secret_encrypted": m["previous_secret_encrypted"],
+            "previous_secret_expires_at": None if expires is None else expires.isoformat(),
+            "login_rate_limit_per_minute": m["login_rate_limit_per_minute"],
+        }
+
+    def unseal(self, sealed: Mapping[str, Any]) -> App:
+        """`get_sealed`'s dict back to an `App` (secrets decrypted here, in this process)."""
+        expires = sealed["previous_secret_expires_at"]
+        return self._app(
+            {
+                **sealed,
+                "created_at": datetime.fromisoformat(sealed["created_at"]),
+                "previous_secret_expires_at": None
+                if expires is None
+                else datetime.fromisoformat(expires),
+            }  # type: ignore[arg-type]
+        )
+
+    @translated
+    async def get_by_name(self, name: str) -> App | None:
+        stmt = select(*_COLUMNS).where(apps.c.name == name)
+        row: Any = await self._reads.first(stmt)  # replica; not found there → the primary
+        if row is None and self._reads.replicas:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(stmt)).first()
         return None if row is None else self._app(row._mapping)
 
     @translated
     async def list(self) -> Sequence[App]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(*_COLUMNS).order_by(apps.c.id))).all()
+        rows = await self._reads.all(select(*_COLUMNS).order_by(apps.c.id))  # replica
         return [self._app(row._mapping) for row in rows]
 
     @translated
     async def page(self, *, after_id: int, limit: int) -> Sequence[AppInfo]:
         """Apps with `id > after_id`, ascending by id (a stable keyset page)."""
         stmt = select(*_COLUMNS).where(apps.c.id > after_id).order_by(apps.c.id).limit(limit)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica: an admin listing
         return [self._info(row._mapping) for row in rows]
 
     @translated
     async def count(self) -> int:
-        async with self._engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(apps))).scalar_one())
+        return int(await self._reads.scalar(select(func.count()).select_from(apps)))  # replica
 
     @translated
     async def update(

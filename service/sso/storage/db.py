@@ -22,10 +22,10 @@ SQLAlchemy exceptions and logs.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 
 from sso.config import DatabaseSettings
 from sso.storage.errors import translate_errors
+from sso.storage.replicas import ReadRouter
 
 # Statements per pooled connection kept prepared; the service issues a few dozen.
 PREPARED_STATEMENT_CACHE_SIZE = 256
@@ -135,23 +136,47 @@ async def ping(engine: AsyncEngine, *, seconds: float = 2.0) -> None:
                 await conn.execute(text("SELECT 1"))
 
 
-@dataclass(slots=True)
-class Database:
-    """The engine of one process plus what the composition root needs of it."""
+def create_engine_for(url: str, settings: DatabaseSettings) -> AsyncEngine:
+    """An engine for another URL (a replica) with the pool and timeouts of `settings`."""
+    return create_engine(settings.model_copy(update={"url": SecretStr(url)}))
 
-    engine: AsyncEngine
+
+class Database:
+    """The engines of one process: the primary, and the router for lag-tolerant reads.
+
+    `primary` takes every write and every read that decides security; `reader()`
+    (or the `reads` router's `first/all/scalar/run`) serves reads that may be a few
+    seconds stale from a healthy replica (docs/architecture.md, read routing).
+    """
+
+    def __init__(self, primary: AsyncEngine, reads: ReadRouter | None = None) -> None:
+        self.primary = primary
+        self.reads = reads or ReadRouter(primary)
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> Database:
-        return cls(create_engine(settings))
+        primary = create_engine(settings)
+        replicas = [
+            create_engine_for(u.get_secret_value(), settings) for u in settings.replica_urls
+        ]
+        return cls(primary, ReadRouter(primary, replicas, max_lag=settings.max_replica_lag))
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.primary
+
+    def reader(self) -> AsyncEngine:
+        """An AUTOCOMMIT engine for one lag-tolerant read: a healthy replica, else the primary."""
+        return self.reads.reader()
 
     @property
     def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+        return self.primary.dialect.name == "sqlite"
 
     async def ping(self, *, seconds: float = 2.0) -> None:
-        """Readiness check: `Unavailable` unless the database answers in time."""
-        await ping(self.engine, seconds=seconds)
+        """Readiness check: `Unavailable` unless the primary answers in time."""
+        await ping(self.primary, seconds=seconds)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        await self.reads.dispose()
+        await self.primary.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sso.domain.account_models import KnownDevice, LoginRecord, LoginResult
 from sso.storage._sql import autocommit
 from sso.storage.errors import translated
+from sso.storage.replicas import ReadRouter
 from sso.storage.tables import known_devices as d
 from sso.storage.tables import login_history as h
 
@@ -42,8 +43,10 @@ def _record(m: RowMapping) -> LoginRecord:
 
 
 class SqlLoginHistory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, reads: ReadRouter | None = None) -> None:
         self._engine = engine
+        # The user's own history and device list may be seconds stale: replica reads.
+        self._reads = reads or ReadRouter(engine)
         self._auto = autocommit(engine)
         self._sqlite_writer: asyncio.Lock | None = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else None
@@ -80,8 +83,7 @@ class SqlLoginHistory:
         if before_id is not None:
             stmt = stmt.where(h.c.id < before_id)
         stmt = stmt.order_by(h.c.id.desc()).limit(limit)
-        async with self._auto.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica
         return [_record(r._mapping) for r in rows]
 
     @translated
@@ -121,8 +123,7 @@ class SqlLoginHistory:
     @translated
     async def devices(self, user_id: int) -> Sequence[KnownDevice]:
         stmt = select(*d.c).where(d.c.user_id == user_id).order_by(d.c.first_seen_at)
-        async with self._auto.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self._reads.all(stmt)  # replica (new-device decisions use the primary)
         return [
             KnownDevice(r.device_hash, r.user_agent, r.device_name, r.first_seen_at, r.last_seen_at)
             for r in rows
