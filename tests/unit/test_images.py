@@ -45,7 +45,7 @@ class ImageSpec:
     cmd: list[str] | None
     console_script: str
     module_check: str  # a module of the other package that must not be copied
-    wheel_must_contain: str
+    wheel_must_contain: tuple[str, ...]
     wheel_must_not_contain: str
 
 
@@ -57,7 +57,7 @@ IMAGES = [
         cmd=["serve"],
         console_script="sso",
         module_check="operator/",
-        wheel_must_contain="sso/cli/__init__.py",
+        wheel_must_contain=("sso/cli/__init__.py",),
         wheel_must_not_contain="sso_operator/",
     ),
     ImageSpec(
@@ -66,8 +66,9 @@ IMAGES = [
         entrypoint=["sso-operator"],
         cmd=None,
         console_script="sso-operator",
-        module_check="service/",
-        wheel_must_contain="sso_operator/__main__.py",
+        # The Admin API stubs (ClientApp) are the one part of service/ it needs.
+        module_check="service/sso/",
+        wheel_must_contain=("sso_operator/__main__.py", "sso_proto/sso/v1/admin_pb2.py"),
         wheel_must_not_contain="sso/cli/",
     ),
 ]
@@ -240,5 +241,5 @@ def test_wheel_builds_from_exactly_the_copied_files(image: ImageSpec, tmp_path: 
     (wheel,) = (context / "out").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         files = archive.namelist()
-    assert image.wheel_must_contain in files
+    assert all(name in files for name in image.wheel_must_contain)
     assert not any(image.wheel_must_not_contain in name for name in files)
