@@ -25,7 +25,9 @@ MIGRATIONS_READY = "MigrationsReady"
 KEYS_READY = "KeysReady"
 BACKUP_READY = "BackupReady"
 INSTANCE_READY = "InstanceReady"
-CREDENTIALS_READY = "CredentialsReady"
+REGISTERED = "Registered"
+#: Only present while ``spec.database.importFrom`` is set (the legacy import's Job).
+IMPORT_READY = "ImportReady"
 
 #: The condition types of an SSOInstance, in the order they are listed.
 INSTANCE_CONDITION_TYPES: tuple[str, ...] = (
@@ -36,9 +38,10 @@ INSTANCE_CONDITION_TYPES: tuple[str, ...] = (
     MIGRATIONS_READY,
     KEYS_READY,
     BACKUP_READY,
+    IMPORT_READY,
 )
 #: The condition types of a ClientApp, in the order they are listed.
-CLIENTAPP_CONDITION_TYPES: tuple[str, ...] = (READY, INSTANCE_READY, CREDENTIALS_READY)
+CLIENTAPP_CONDITION_TYPES: tuple[str, ...] = (READY, INSTANCE_READY, REGISTERED)
 
 
 @dataclass(frozen=True)

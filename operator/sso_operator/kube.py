@@ -8,13 +8,15 @@ is invalid, and retrying the same request cannot succeed). Doing that mapping
 once, here, keeps reconcilers free of HTTP status codes, and keeps every other
 module free of API clients (they build manifests; this module sends them).
 
-Today the reconcilers only write status through kopf's patch; the builders of
-the provisioning work call :func:`api_call` around their requests.
+It also holds the operator's own small API client (:func:`apply` for
+server-side apply, :func:`get`, :func:`create`, :func:`delete`, …), built from
+the credentials kopf logged in with.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -189,3 +191,191 @@ def connection(settings: kopf.OperatorSettings, logger: kopf.Logger) -> kopf.Con
         )
     logger.debug("Logging in with the kubeconfig.")
     return from_kubeconfig
+
+
+# ------------------------------------------------------------- API requests
+#
+# kopf keeps its API client private, so the operator has its own small one: an
+# aiohttp session built from the same credentials kopf logs in with (the login
+# handler remembers them here). Every request goes through :func:`api_call`, so
+# failures are judged in one place.
+
+FIELD_MANAGER = "sso-operator"
+
+#: apiVersion/kind → (path prefix, plural) of the kinds the operator writes.
+KINDS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("batch/v1", "CronJob"): ("/apis/batch/v1", "cronjobs"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("sso.dev/v1alpha1", "SSOInstance"): ("/apis/sso.dev/v1alpha1", "ssoinstances"),
+}
+
+_state: dict[str, Any] = {}
+
+
+def remember_login(settings: kopf.OperatorSettings, info: kopf.ConnectionInfo) -> None:
+    """Called by the login handler: later requests use these credentials."""
+    _state["settings"] = settings
+    _state["info"] = info
+    _state.pop("session", None)  # rebuilt lazily with the new credentials
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    try:
+        prefix, plural = KINDS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"sso-operator does not manage {api_version} {kind}") from None
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+async def _session() -> tuple[aiohttp.ClientSession, str]:
+    info: kopf.ConnectionInfo | None = _state.get("info")
+    if info is None:
+        settings = _state.get("settings") or kopf.OperatorSettings()
+        info = connection(settings, logging.getLogger(__name__))
+        _state["info"] = info
+    session: aiohttp.ClientSession | None = _state.get("session")
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+            headers=info.as_http_headers(),
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        _state["session"] = session
+    return session, info.server.rstrip("/")
+
+
+async def request(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    content_type: str = "application/json",
+    params: Mapping[str, str] | None = None,
+) -> Any:
+    """One API request; raises ``ApiException`` (status, body, headers) on an error status."""
+    session, server = await _session()
+    data = None if body is None else json.dumps(body)
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    async with session.request(
+        method, server + path, data=data, headers=headers, params=params
+    ) as response:
+        text = await response.text()
+        if response.status >= 400:
+            if response.status == 401:  # re-read the credentials (a rotated token) next time
+                _state.pop("info", None)
+                _state.pop("session", None)
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = text  # type: ignore[assignment]
+            error.headers = dict(response.headers)  # type: ignore[assignment]
+            raise error
+        return json.loads(text) if text else None
+
+
+async def apply(
+    manifest: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = True
+) -> dict[str, Any]:
+    """Server-side apply of a namespaced manifest (field manager ``sso-operator``, forced).
+
+    Idempotent: applying the same manifest again changes nothing, and fields the
+    operator stops sending are removed; fields others own (an HPA's replicas,
+    kwok's status) are left alone.
+    """
+    meta = manifest["metadata"]
+    what = describe(manifest["kind"], meta["namespace"], meta["name"])
+    path = _path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    async with api_call(f"apply {what}"):
+        result: dict[str, Any] = await request(
+            "PATCH",
+            path,
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": field_manager, "force": str(force).lower()},
+        )
+    return result
+
+
+async def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    try:
+        async with api_call(f"get {describe(kind, namespace, name)}", missing_ok=True):
+            found: dict[str, Any] = await request("GET", _path(api_version, kind, namespace, name))
+            return found
+    except NotFoundError:
+        return None
+
+
+async def list_objects(
+    api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Objects of a kind in a namespace matching every label in ``selector``."""
+    label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+    async with api_call(f"list {kind} in {namespace}"):
+        found = await request(
+            "GET", _path(api_version, kind, namespace), params={"labelSelector": label_selector}
+        )
+    items: list[dict[str, Any]] = found.get("items", [])
+    return items
+
+
+async def create(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Create the object; None when it already exists (someone was first: not an error)."""
+    meta = manifest["metadata"]
+    action = f"create {describe(manifest['kind'], meta['namespace'], meta['name'])}"
+    try:
+        created: dict[str, Any] = await request(
+            "POST",
+            _path(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
+            body=manifest,
+            params={"fieldManager": FIELD_MANAGER},
+        )
+    except ApiException as error:
+        if error.status == 409:
+            return None
+        raise translate(error, action) from error
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
+        raise translate(error, action) from error
+    return created
+
+
+async def merge_patch(
+    api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+) -> None:
+    """A JSON merge patch (used for metadata only: owner references, labels)."""
+    async with api_call(f"patch {describe(kind, namespace, name)}"):
+        await request(
+            "PATCH",
+            _path(api_version, kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
+
+
+async def delete(
+    api_version: str, kind: str, namespace: str, name: str, *, propagation: str = "Background"
+) -> bool:
+    """Delete the object; False when it was already gone."""
+    try:
+        async with api_call(f"delete {describe(kind, namespace, name)}", missing_ok=True):
+            await request(
+                "DELETE",
+                _path(api_version, kind, namespace, name),
+                body={"propagationPolicy": propagation},
+            )
+            return True
+    except NotFoundError:
+        return False

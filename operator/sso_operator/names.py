@@ -102,6 +102,11 @@ def migration_job(name: str, image: str) -> str:
     return f"{name}-migrate-{hashlib.sha256(image.encode()).hexdigest()[:10]}"
 
 
+def legacy_import_job(name: str, source: str) -> str:
+    """The legacy-import Job of one ``spec.database.importFrom`` (``source``: its hash)."""
+    return f"{name}-import-{source[:10]}"
+
+
 def backup_pvc(name: str) -> str:
     return f"{name}-backups"
 
@@ -112,3 +117,39 @@ def backup_cronjob(name: str) -> str:
 
 def restore_test_cronjob(name: str) -> str:
     return f"{name}-restore-test"
+
+
+def data_key_secret(name: str) -> str:
+    """The generated data key (key ``key``, ``SSO_DATA_KEY``) that encrypts app secrets at rest."""
+    return f"{name}-data-key"
+
+
+def database_init_config_map(name: str) -> str:
+    """The managed PostgreSQL's first-start script (roles, database, replication access)."""
+    return f"{name}-db-init"
+
+
+def network_policy(name: str, component: str) -> str:
+    """NetworkPolicy of one component: ``server``, ``database`` or ``cache``."""
+    return f"{name}-{component}"
+
+
+def backup_scripts_config_map(name: str) -> str:
+    """The backup and restore-test scripts the two CronJobs mount."""
+    return f"{name}-backup-scripts"
+
+
+#: Longest SSOInstance name whose derived names all fit: a StatefulSet's pods carry the
+#: label ``controller-revision-hash: <name>-db-replica-<10 chars>`` and a Job's pods
+#: ``job-name: <name>-migrate-<10 hex>``; label values are at most 63 characters.
+MAX_INSTANCE_NAME = 40
+
+
+def instance_name_problem(name: str) -> str | None:
+    """Why an SSOInstance cannot be called ``name`` (the CRD allows 253 characters), or None."""
+    if len(name) > MAX_INSTANCE_NAME:
+        return (
+            f"metadata.name: {len(name)} characters is too long; an SSOInstance name has at most"
+            f" {MAX_INSTANCE_NAME}, so that the names and labels derived from it fit in 63"
+        )
+    return None

@@ -19,6 +19,11 @@ Variables (all optional):
 ``SSO_OPERATOR_LOG_LEVEL``         debug, info or warning (info)
 ``SSO_OPERATOR_LOG_FORMAT``        plain, full or json (json)
 ``SSO_OPERATOR_INSTANCE``          reporting instance on Events (the pod name via HOSTNAME)
+``SSO_OPERATOR_RESYNC``            seconds between resyncs of each SSOInstance (status, drift) (15)
+``SSO_OPERATOR_ENDPOINT_OVERRIDES`` ``ns/instance=host:port,...``: gRPC address of an
+                                   instance, instead of the in-cluster Service (tests, dev)
+``SSO_OPERATOR_CLIENTAPP_RESYNC``  seconds between drift checks of a ClientApp (60)
+``SSO_OPERATOR_ADMIN_TIMEOUT``     deadline of one Admin API call in seconds (10)
 =================================  ==========================================
 """
 
@@ -60,6 +65,20 @@ class OperatorConfig:
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     instance: str = REPORTING_COMPONENT
+    #: Seconds between resyncs of each SSOInstance (its kopf timer).
+    resync: float = 15.0
+    #: ``(("namespace/instance", "host:port"), ...)``: see :meth:`grpc_endpoint`.
+    endpoint_overrides: tuple[tuple[str, str], ...] = ()
+    clientapp_resync: float = 60.0
+    admin_timeout: float = 10.0
+
+    def grpc_endpoint(self, name: str, namespace: str, default: str) -> str:
+        """The address of an SSOInstance's gRPC API: an override, else ``default``.
+
+        Pods do not run in a local control plane (kwok only pretends), so tests and
+        development map an instance to a service process on the host.
+        """
+        return dict(self.endpoint_overrides).get(f"{namespace}/{name}", default)
 
     @property
     def clusterwide(self) -> bool:
@@ -90,7 +109,30 @@ class OperatorConfig:
             log_level=_choice(get("LOG_LEVEL"), "LOG_LEVEL", ("debug", "info", "warning"), "info"),
             log_format=_choice(get("LOG_FORMAT"), "LOG_FORMAT", ("plain", "full", "json"), "json"),
             instance=get("INSTANCE") or source.get("HOSTNAME", "") or REPORTING_COMPONENT,
+            resync=_seconds(get("RESYNC"), "RESYNC", cls.resync),
+            endpoint_overrides=_overrides(get("ENDPOINT_OVERRIDES")),
+            clientapp_resync=_seconds(
+                get("CLIENTAPP_RESYNC"), "CLIENTAPP_RESYNC", cls.clientapp_resync
+            ),
+            admin_timeout=_seconds(get("ADMIN_TIMEOUT"), "ADMIN_TIMEOUT", cls.admin_timeout),
         )
+
+
+def _overrides(raw: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``ns/instance=host:port,...`` (see :meth:`OperatorConfig.grpc_endpoint`)."""
+    pairs: list[tuple[str, str]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key, sep, address = (text.strip() for text in item.partition("="))
+        namespace, slash, name = key.partition("/")
+        host, colon, port = address.rpartition(":")
+        if not (sep and slash and namespace and name and colon and host and port.isdigit()):
+            raise ConfigError(
+                f"{ENV_PREFIX}ENDPOINT_OVERRIDES: {item!r} is not namespace/instance=host:port"
+            )
+        pairs.append((key, address))
+    return tuple(pairs)
 
 
 def _seconds(raw: str, name: str, default: float) -> float:
@@ -151,5 +193,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo:
-    """kopf login: see :func:`sso_operator.kube.connection`."""
-    return kube.connection(settings, logger)
+    """kopf login: see :func:`sso_operator.kube.connection`; the operator's own requests
+    (:func:`sso_operator.kube.request`) use the same credentials."""
+    info = kube.connection(settings, logger)
+    kube.remember_login(settings, info)
+    return info

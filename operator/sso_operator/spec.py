@@ -158,9 +158,61 @@ class ExternalDatabase(Model):
     secret_ref: DatabaseSecretRef
 
 
+#: A Secret key: letters, digits, ``-``, ``_`` and ``.`` (Kubernetes' rule for ``data`` keys).
+_SECRET_DATA_KEY_RE = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern, not a password
+
+
+class ImportFromPVC(Model):
+    """The Go service's SQLite file on a PersistentVolumeClaim, at ``path`` inside it."""
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN_RE)
+    path: str = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _relative(self) -> ImportFromPVC:
+        parts = self.path.split("/")
+        if self.path.startswith("/") or ".." in parts or "" in parts or "." in parts:
+            raise ValueError(
+                "database.importFrom.persistentVolumeClaim.path must be a relative path inside"
+                " the claim, without '..', '.' or empty segments"
+            )
+        return self
+
+
+class ImportFromSecret(Model):
+    """The Go service's SQLite file as one key of a Secret (at most 1 MiB)."""
+
+    name: SecretName
+    key: str = Field(min_length=1, max_length=253, pattern=_SECRET_DATA_KEY_RE)
+
+    @model_validator(mode="after")
+    def _not_dots(self) -> ImportFromSecret:
+        if self.key in (".", ".."):
+            raise ValueError("database.importFrom.secret.key must not be '.' or '..'")
+        return self
+
+
+class ImportFrom(Model):
+    """Where the Go SSO service's database file is: imported once, before the service starts."""
+
+    persistent_volume_claim: ImportFromPVC | None = None
+    secret: ImportFromSecret | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImportFrom:
+        if (self.persistent_volume_claim is None) == (self.secret is None):
+            raise ValueError(
+                "exactly one of database.importFrom.persistentVolumeClaim and"
+                " database.importFrom.secret must be set"
+            )
+        return self
+
+
 class Database(Model):
     managed: ManagedDatabase | None = None
     external: ExternalDatabase | None = None
+    reclaim_policy: Literal["Retain", "Delete"] = "Retain"
+    import_from: ImportFrom | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Database:
@@ -197,6 +249,7 @@ class Redis(Model):
 
 class Retention(Model):
     days: int = Field(7, ge=1, le=3650)
+    weeks: int = Field(4, ge=0, le=520)
 
 
 class Backup(Model):
@@ -209,6 +262,7 @@ class Backup(Model):
 class RestoreTest(Model):
     enabled: bool = True
     schedule: CronSchedule = "0 5 * * 0"
+    max_backup_age: Duration = timedelta(hours=26)
 
 
 class SmtpSecretRef(Model):

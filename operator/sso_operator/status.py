@@ -14,79 +14,17 @@ from typing import Any
 
 from sso_operator import conditions, names
 from sso_operator.conditions import Condition
-from sso_operator.spec import ClientAppSpec, SSOInstanceSpec
+from sso_operator.spec import ClientAppSpec
 
 PENDING = "Pending"
 FAILED = "Failed"
+# The SSOInstance's provisioned status (phases Provisioning, Ready, Degraded) is
+# computed from its children in sso_operator.reconcile.readiness.
 
 
 def _current_conditions(status: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     raw = (status or {}).get("conditions") or []
     return [item for item in raw if isinstance(item, Mapping)]
-
-
-def instance_pending(
-    spec: SSOInstanceSpec,
-    *,
-    name: str,
-    namespace: str,
-    generation: int | None,
-    current: Mapping[str, Any] | None,
-    timestamp: str | None = None,
-) -> dict[str, Any]:
-    """Status of a valid SSOInstance whose resources are not provisioned yet."""
-    issuer = spec.issuer or names.default_issuer(name, namespace)
-    desired = spec.desired_replicas
-    database: dict[str, Any]
-    if spec.database.managed is not None:
-        database = {
-            "mode": "managed",
-            "readWriteService": names.database_rw_service(name),
-            "readOnlyService": names.database_ro_service(name),
-            "instances": spec.database.managed.instances,
-            "readyInstances": 0,
-        }
-    else:
-        database = {"mode": "external"}
-    backup_condition = (
-        Condition(conditions.BACKUP_READY, "Unknown", "Provisioning", "Backup CronJobs not created")
-        if spec.backup.enabled
-        else Condition(conditions.BACKUP_READY, "True", "Disabled", "Backups are disabled")
-    )
-    wanted = [
-        Condition(
-            conditions.READY,
-            "False",
-            "Provisioning",
-            "The spec is valid; waiting for the instance's resources to be provisioned",
-        ),
-        Condition(conditions.DATABASE_READY, "Unknown", "Provisioning", "Database not checked yet"),
-        Condition(conditions.CACHE_READY, "Unknown", "Provisioning", "Redis not checked yet"),
-        Condition(
-            conditions.SERVICE_READY, "Unknown", "Provisioning", "SSO Deployment not created"
-        ),
-        Condition(
-            conditions.MIGRATIONS_READY, "Unknown", "Provisioning", "Migrations have not run yet"
-        ),
-        Condition(conditions.KEYS_READY, "Unknown", "Provisioning", "Signing keys not created"),
-        backup_condition,
-    ]
-    return {
-        "observedGeneration": generation,
-        "phase": PENDING,
-        "conditions": conditions.merge(
-            _current_conditions(current),
-            wanted,
-            generation=generation,
-            timestamp=timestamp,
-            order=conditions.INSTANCE_CONDITION_TYPES,
-        ),
-        "endpoint": names.grpc_endpoint(name, namespace),
-        "issuer": issuer,
-        "jwksUri": names.jwks_uri(issuer),
-        "replicas": {"desired": desired, "ready": 0, "summary": f"0/{desired}"},
-        "database": database,
-    }
 
 
 def failed(
@@ -135,7 +73,7 @@ def clientapp_pending(
             conditions.INSTANCE_READY, "Unknown", "Pending", f"SSOInstance {instance} not checked"
         ),
         Condition(
-            conditions.CREDENTIALS_READY, "Unknown", "Pending", "Credentials Secret not written"
+            conditions.REGISTERED, "Unknown", "Pending", "Not registered with the instance yet"
         ),
     ]
     return {
@@ -151,6 +89,65 @@ def clientapp_pending(
         "instance": instance,
         "secretName": names.credentials_secret(name, spec.credentials_secret.name),
     }
+
+
+REGISTERING = "Registering"
+READY = "Ready"
+
+#: Status fields of a ClientApp that describe its registration; kept while it waits.
+CLIENTAPP_CARRIED = (
+    "appId",
+    "endpoint",
+    "issuer",
+    "lastRotationTime",
+    "nextRotationTime",
+    "rotationRequest",
+)
+
+
+def clientapp_status(
+    *,
+    phase: str,
+    wanted: list[Condition],
+    instance: str,
+    secret_name: str,
+    generation: int | None,
+    current: Mapping[str, Any] | None,
+    fields: Mapping[str, Any] | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """A ClientApp's status: ``fields`` (appId, endpoint, rotation times…) over the carried ones.
+
+    What the operator learnt about the registration (:data:`CLIENTAPP_CARRIED`)
+    stays in the status unless ``fields`` replaces it, so a ClientApp that waits
+    for its instance still shows its app id; a None in ``fields`` removes a field.
+    """
+    document: dict[str, Any] = {
+        key: (current or {}).get(key)
+        for key in CLIENTAPP_CARRIED
+        if (current or {}).get(key) is not None
+    }
+    for key, value in (fields or {}).items():
+        if value is None:
+            document.pop(key, None)
+        else:
+            document[key] = value
+    document.update(
+        {
+            "observedGeneration": generation,
+            "phase": phase,
+            "conditions": conditions.merge(
+                _current_conditions(current),
+                wanted,
+                generation=generation,
+                timestamp=timestamp,
+                order=conditions.CLIENTAPP_CONDITION_TYPES,
+            ),
+            "instance": instance,
+            "secretName": secret_name,
+        }
+    )
+    return document
 
 
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -311,14 +311,22 @@ def test_operator_reconciles_with_the_charts_service_account(
             )
             obj = wait_for(
                 lambda: get_or_none(kube_cluster, "ssoinstance", "sso", namespace),
-                lambda o: o is not None and o.get("status", {}).get("phase") == "Pending",
-                "SSOInstance sso to be Pending",
+                lambda o: (
+                    o is not None
+                    and o.get("status", {}).get("phase") in ("Provisioning", "Ready")
+                    and all(
+                        c["status"] == "True"
+                        for c in o["status"]["conditions"]
+                        if c["type"] in ("DatabaseReady", "CacheReady", "ServiceReady")
+                    )
+                ),
+                "SSOInstance sso to be provisioned",
             )
             assert obj["status"]["observedGeneration"] == 1
             events = kube_cluster.get_json(
                 "events", "-n", namespace, "--field-selector", "involvedObject.name=sso"
             )["items"]
-            assert any(e["reason"] == "Validated" for e in events)
+            assert any(e["reason"] == "DeploymentCreated" for e in events)
             kube_cluster.kubectl("delete", "ssoinstance", "sso", "-n", namespace)
         assert runner.exit_code == 0 and runner.exception is None
         # An HTTP 403 anywhere, but not the milliseconds of a log timestamp ("12:00:00,403").

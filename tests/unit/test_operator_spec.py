@@ -323,27 +323,6 @@ def test_conditions_order_is_stable() -> None:
     assert [c["type"] for c in merged] == ["Ready", "KeysReady", "Zeta"]
 
 
-def test_instance_pending_status() -> None:
-    doc = status.instance_pending(
-        SSOInstanceSpec(), name="sso", namespace="team", generation=3, current=None, timestamp="T"
-    )
-    assert doc["phase"] == "Pending"
-    assert doc["observedGeneration"] == 3
-    assert doc["endpoint"] == "sso.team.svc:50051"
-    assert doc["issuer"] == "http://sso.team.svc:8080"
-    assert doc["jwksUri"] == "http://sso.team.svc:8080/.well-known/jwks.json"
-    assert doc["replicas"] == {"desired": 2, "ready": 0, "summary": "0/2"}
-    assert doc["database"]["readWriteService"] == "sso-db-rw"
-    ready = conditions.find(doc["conditions"], "Ready")
-    assert ready is not None and ready["status"] == "False" and ready["reason"] == "Provisioning"
-    assert [c["type"] for c in doc["conditions"]] == list(conditions.INSTANCE_CONDITION_TYPES)
-    # Idempotent: the same input again gives the same document.
-    again = status.instance_pending(
-        SSOInstanceSpec(), name="sso", namespace="team", generation=3, current=doc, timestamp="U"
-    )
-    assert again == doc
-
-
 def test_merge_patch_removes_stale_keys_but_not_kopf() -> None:
     current = {"phase": "Pending", "endpoint": "x", "database": {"mode": "managed", "instances": 1}}
     current["kopf"] = {"progress": {}}

@@ -10,4 +10,10 @@ from sso_operator import settings as settings
 from sso_operator.handlers import clientapp as clientapp
 from sso_operator.handlers import ssoinstance as ssoinstance
 
-__all__ = ["clientapp", "settings", "ssoinstance"]
+# isort: split
+# After ssoinstance: in a shared processing cycle these run later and merge their
+# conditions (KeysReady, BackupReady) into the patch it prepared.
+from sso_operator.handlers import backup as backup
+from sso_operator.handlers import keys as keys
+
+__all__ = ["backup", "clientapp", "keys", "settings", "ssoinstance"]

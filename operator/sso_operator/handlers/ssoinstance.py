@@ -3,16 +3,21 @@
 Why this module exists: it is the seam between kopf and the reconciler. Create,
 update and resume all call one idempotent :func:`reconcile`, because kopf may
 re-run any handler after a crash and a resumed operator must converge on the
-same state as one that saw every event. Today the reconciler validates the spec
-and records ``Pending`` (or ``Failed`` for a spec the operator cannot use);
-provisioning plugs in here later.
+same state as one that saw every event. A timer runs the same reconcile every
+``SSO_OPERATOR_RESYNC`` seconds, so status follows the children as their pods
+become ready, and a deleted or edited child is put back, without a hot loop.
 
-Retries: a spec the operator cannot use raises ``kopf.PermanentError`` and is
-not retried until the spec changes; API trouble raises ``kopf.TemporaryError``
-with a delay fitting the cause (:mod:`sso_operator.kube`); anything unexpected
-is retried after ``SSO_OPERATOR_BACKOFF`` seconds. There is deliberately no
-retry limit: a level-based reconcile that gave up would leave the instance
-stuck after an outage until someone edited it.
+Retries: a spec the operator cannot use raises ``kopf.PermanentError`` (status
+``Failed``) and is not retried until the spec changes; a missing prerequisite
+(an external Secret, the database primary, a running migration Job) raises
+``kopf.TemporaryError`` with a short delay; API trouble raises the
+``TemporaryError`` :mod:`sso_operator.kube` chose. A failed migration is
+permanent for that image: the Job's reason goes to ``MigrationsReady`` and the
+running version keeps serving.
+
+Deletion: the finalizer keeps the instance until :func:`cleanup` has applied
+``spec.database.reclaimPolicy`` to the database volumes; everything else goes
+with the instance through ownerReferences.
 """
 
 from __future__ import annotations
@@ -22,31 +27,36 @@ from typing import Any
 
 import kopf
 
-from sso_operator import conditions
-from sso_operator import status as statuses
+from sso_operator import conditions, kube, names
 from sso_operator.handlers.invalid import record_invalid_spec
+from sso_operator.reconcile import children, readiness
+from sso_operator.resources import common, secrets
+from sso_operator.settings import OperatorConfig
 from sso_operator.spec import GROUP, VERSION, InvalidSpecError, parse_instance_spec
 
 PLURAL = "ssoinstances"
+#: Seconds between resyncs of every instance (status and drift); read once at import.
+RESYNC_S = OperatorConfig.from_env().resync
+WAIT_DELAY_S = 5.0
 
 
-def reconcile(
+async def reconcile(
     *,
     body: kopf.Body,
     spec: Mapping[str, Any],
     current: Mapping[str, Any],
-    name: str,
-    namespace: str,
     generation: int | None,
     patch: kopf.Patch,
     logger: kopf.Logger,
-) -> None:
-    """Bring the status in line with the spec; safe to call any number of times.
+) -> children.Outcome:
+    """Apply the children, observe them, write the status; safe to run any number of times.
 
-    Raises :class:`~sso_operator.spec.InvalidSpecError` (a ``kopf.PermanentError``)
-    after recording phase ``Failed`` when the spec is unusable.
+    Raises :class:`~sso_operator.spec.InvalidSpecError` after recording ``Failed``.
     """
     try:
+        problem = names.instance_name_problem(body["metadata"]["name"])
+        if problem is not None:
+            raise InvalidSpecError(problem)
         parsed = parse_instance_spec(spec)
     except InvalidSpecError as error:
         record_invalid_spec(
@@ -58,41 +68,159 @@ def reconcile(
             order=conditions.INSTANCE_CONDITION_TYPES,
         )
         raise
-    desired = statuses.instance_pending(
-        parsed, name=name, namespace=namespace, generation=generation, current=current
+    owner = common.Owner.from_body(body)
+    outcome = await children.apply_all(parsed, owner, body)
+    observed = await readiness.observe(parsed, owner)
+    # Other handlers (keys, backups) write their conditions concurrently: start from the
+    # freshest copy, so this patch, which replaces the condition list, keeps theirs.
+    fresh = await kube.get(body["apiVersion"], body["kind"], owner.namespace, owner.name)
+    if fresh is not None:
+        foreign = {
+            c["type"]: c
+            for c in (fresh.get("status") or {}).get("conditions") or []
+            if c.get("type") in readiness.FOREIGN
+        }
+        kept = [
+            c for c in current.get("conditions") or [] if c.get("type") not in readiness.FOREIGN
+        ]
+        current = {**current, "conditions": kept + list(foreign.values())}
+    desired = readiness.status(
+        parsed, owner, observed, outcome, current=current, generation=generation
     )
-    patch.status.update(statuses.merge_patch(current, desired))
-    if current.get("phase") != desired["phase"]:
-        kopf.info(
-            body,
-            reason="Validated",
-            message=f"Spec is valid; phase {desired['phase']}, provisioning pending",
-        )
-    logger.info(f"SSOInstance {namespace}/{name}: phase {desired['phase']}")
+    for key, value in readiness.changes(current, desired).items():
+        patch.status[key] = value
+    if desired["phase"] != current.get("phase"):
+        kind = "Warning" if desired["phase"] == readiness.DEGRADED else "Normal"
+        ready = conditions.find(desired["conditions"], conditions.READY) or {}
+        kopf.event(body, type=kind, reason=desired["phase"], message=str(ready.get("message", "")))
+        logger.info(f"SSOInstance {owner.namespace}/{owner.name}: phase {desired['phase']}")
+    migration = outcome.migration
+    previous = (current.get("migrations") or {}).get("result")
+    if migration is not None and migration.result != previous:
+        if migration.result == children.SUCCEEDED and previous is not None:
+            kopf.info(body, reason="MigrationSucceeded", message=f"Job {migration.job} succeeded")
+        elif migration.result == children.FAILED:
+            kopf.warn(
+                body,
+                reason="MigrationFailed",
+                message=f"Job {migration.job} failed ({migration.reason}): {migration.message}",
+            )
+    return outcome
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def apply(
+async def apply(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
-    name: str,
-    namespace: str | None,
     patch: kopf.Patch,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
     """Create, update and resume of an SSOInstance: one idempotent reconcile."""
-    reconcile(
+    outcome = await reconcile(
         body=body,
         spec=spec,
         current=dict(status),
-        name=name,
-        namespace=namespace or "default",
         generation=meta.get("generation"),
         patch=patch,
         logger=logger,
     )
+    if outcome.migration is not None and outcome.migration.result == children.FAILED:
+        raise kopf.PermanentError(
+            f"migration Job {outcome.migration.job} failed: {outcome.migration.reason}"
+        )
+    if outcome.waiting_for:
+        raise kopf.TemporaryError(f"waiting for {outcome.waiting_for}", delay=WAIT_DELAY_S)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
+async def resync(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Re-run the reconcile: status converges as children become ready; drift is repaired.
+
+    Skipped for a spec already recorded as invalid (its next change is handled).
+    """
+    current = dict(status)
+    if current.get("phase") == "Failed" and current.get("observedGeneration") == meta.get(
+        "generation"
+    ):
+        ready = conditions.find(current.get("conditions"), conditions.READY) or {}
+        if ready.get("reason") == "InvalidSpec":
+            return
+    await reconcile(
+        body=body,
+        spec=spec,
+        current=current,
+        generation=meta.get("generation"),
+        patch=patch,
+        logger=logger,
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def cleanup(body: kopf.Body, spec: kopf.Spec, logger: kopf.Logger, **_: Any) -> None:
+    """Apply the database's reclaim policy; the garbage collector removes the rest.
+
+    An external database outlives the instance, so its data key (which decrypts
+    the app secrets stored there) is always kept.
+    """
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    owner = common.Owner.from_body(body)
+    database = spec.get("database") or {}
+    if database.get("managed") is None:
+        await orphan_secrets(owner, (names.data_key_secret(name),))
+        kopf.info(
+            body, reason="DataKeyRetained", message="Kept the data key of the external database"
+        )
+        return
+    claims = await kube.list_objects(
+        "v1",
+        "PersistentVolumeClaim",
+        namespace,
+        common.selector(owner, common.COMPONENT_DATABASE),
+    )
+    if database.get("reclaimPolicy", "Retain") == "Delete":
+        for claim in claims:
+            await kube.delete("v1", "PersistentVolumeClaim", namespace, claim["metadata"]["name"])
+        kopf.info(body, reason="VolumesDeleted", message=f"Deleted {len(claims)} database PVC(s)")
+        logger.info(f"SSOInstance {namespace}/{name}: deleted {len(claims)} database PVCs")
+        return
+    # Retain: the volumes have no ownerReference; orphan the Secrets needed to use them.
+    await orphan_secrets(owner, secrets.retained_with_database(name))
+    kopf.info(
+        body,
+        reason="VolumesRetained",
+        message=f"Kept {len(claims)} database PVC(s) and their credentials Secrets",
+    )
+
+
+async def orphan_secrets(owner: common.Owner, secret_names: tuple[str, ...]) -> None:
+    """Remove the instance's ownerReference, so the garbage collector keeps these Secrets."""
+    for secret in secret_names:
+        found = await kube.get("v1", "Secret", owner.namespace, secret)
+        if found is None:
+            continue
+        references = [
+            ref
+            for ref in found["metadata"].get("ownerReferences") or []
+            if ref.get("uid") != owner.uid
+        ]
+        await kube.merge_patch(
+            "v1",
+            "Secret",
+            owner.namespace,
+            secret,
+            {"metadata": {"ownerReferences": references or None}},
+        )

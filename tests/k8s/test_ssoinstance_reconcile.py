@@ -1,0 +1,668 @@
+"""SSOInstance provisioning against a real apiserver (pods simulated by kwok).
+
+The operator runs as a real process (``python -m sso_operator``) watching the
+test's namespace, so it can also be killed with SIGKILL mid-way
+(``test_ssoinstance_crash.py``). What is checked is what the control plane
+holds (every child, exactly once, owned and labelled) and the status the
+operator writes as kwok makes pods Running/Ready and Jobs Complete.
+
+``KeysReady`` and ``BackupReady`` belong to the signing-key and backup
+handlers; where a test needs the instance Ready it writes those two conditions
+on the status subresource itself, as those handlers would, unless they already
+did.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "e2e" / "manifests"
+CRD = REPO / "crds" / "sso.dev_ssoinstances.yaml"
+WAIT_S = 90.0
+OWN_CONDITIONS = ("DatabaseReady", "CacheReady", "ServiceReady", "MigrationsReady")
+#: Components of the children that the backup and key handlers create (not checked here).
+FOREIGN_COMPONENTS = ("backup", "restore-test", "signing-keys")
+CHILD_KINDS = (
+    "deployments",
+    "statefulsets",
+    "services",
+    "secrets",
+    "configmaps",
+    "jobs",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+    "networkpolicies",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def current_crd(kube_cluster: Any) -> None:
+    """The cluster may have been started with an older CRD: apply this checkout's."""
+    kube_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=sso-e2e-cluster",
+        "-f",
+        str(CRD),
+    )
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/ssoinstances.sso.dev", "--timeout=60s"
+    )
+
+
+class Operator:
+    """``python -m sso_operator`` for one namespace, as a child process."""
+
+    def __init__(self, kube_cluster: Any, namespace: str, log: Path) -> None:
+        self.kube_cluster = kube_cluster
+        self.namespace = namespace
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kube_cluster.kubeconfig,
+            "SSO_OPERATOR_RESYNC": "2",
+            "SSO_OPERATOR_BACKOFF": "1",
+            "SSO_OPERATOR_WATCH_TIMEOUT": "10",
+            "SSO_OPERATOR_LOG_FORMAT": "plain",
+        }
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sso_operator", "-n", self.namespace, "--liveness", "off"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        handle.close()
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crashed pod."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_operator(kube_cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """Start the operator; at the end delete every SSOInstance while it still runs."""
+    operator = Operator(kube_cluster, namespace, tmp_path / "operator.log")
+    operator.start()
+    try:
+        yield operator
+        if operator.proc is None or operator.proc.poll() is not None:
+            operator.start()
+        kube_cluster.kubectl("delete", "ssoinstances", "--all", "-n", namespace, timeout=120)
+    finally:
+        operator.stop()
+    assert "Traceback" not in operator.output(), operator.output()[-5000:]
+
+
+def wait_for(get: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    value = None
+    while time.monotonic() < deadline:
+        value = get()
+        if accept(value):
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(value)[:3000]}")
+
+
+def get_or_none(kube_cluster: Any, kind: str, name: str, namespace: str) -> Any:
+    result = kube_cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            found: dict[str, Any] = item
+            return found
+    return {}
+
+
+def own_conditions_true(obj: Any, generation: int | None = None) -> bool:
+    if obj is None:
+        return False
+    status = obj.get("status") or {}
+    if generation is not None and status.get("observedGeneration") != generation:
+        return False
+    return all(condition(obj, t).get("status") == "True" for t in OWN_CONDITIONS)
+
+
+def mark_foreign_conditions_ready(kube_cluster: Any, name: str, namespace: str) -> None:
+    """Write KeysReady/BackupReady as the key and backup handlers would (if they did not)."""
+    obj = get_or_none(kube_cluster, "ssoinstance", name, namespace)
+    conditions = list(obj["status"].get("conditions") or [])
+    types = {c["type"] for c in conditions}
+    for type_ in ("KeysReady", "BackupReady"):
+        if type_ not in types:
+            conditions.append(
+                {
+                    "type": type_,
+                    "status": "True",
+                    "reason": "SetByTest",
+                    "message": "written by the test in place of its handler",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            )
+    kube_cluster.kubectl(
+        "patch",
+        "ssoinstance",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"conditions": conditions}}),
+    )
+
+
+def children(kube_cluster: Any, namespace: str, instance: str) -> dict[str, list[str]]:
+    """Names of the instance's children, by kind (selected by the instance label)."""
+    found = kube_cluster.get_json(
+        ",".join(CHILD_KINDS), "-n", namespace, "-l", f"app.kubernetes.io/instance={instance}"
+    )
+    result: dict[str, list[str]] = {}
+    for item in found["items"]:
+        component = item["metadata"]["labels"].get("app.kubernetes.io/component")
+        if (
+            component in FOREIGN_COMPONENTS
+            or item["metadata"]["name"] == f"{instance}-signing-keys"
+        ):
+            continue  # the key and backup handlers' children
+        result.setdefault(item["kind"], []).append(item["metadata"]["name"])
+    return {kind: sorted(names) for kind, names in result.items()}
+
+
+def secret_value(kube_cluster: Any, namespace: str, name: str, key: str) -> str:
+    secret = kube_cluster.get_json("secret", name, "-n", namespace)
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def events(kube_cluster: Any, namespace: str, name: str) -> list[str]:
+    items = kube_cluster.get_json(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return [item["reason"] for item in items]
+
+
+def apply_instance(kube_cluster: Any, namespace: str, manifest: str) -> None:
+    kube_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
+
+
+def patch_spec(kube_cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> int:
+    kube_cluster.kubectl(
+        "patch", "ssoi", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec})
+    )
+    generation: int = kube_cluster.get_json("ssoi", name, "-n", namespace)["metadata"]["generation"]
+    return generation
+
+
+EXPECTED_MINIMAL = {
+    "ConfigMap": ["sso-config", "sso-db-init"],
+    "Deployment": ["sso", "sso-redis"],
+    "Job": ["sso-migrate-d0e2064910"],
+    "NetworkPolicy": ["sso-cache", "sso-database", "sso-server"],
+    "PodDisruptionBudget": ["sso"],
+    "Secret": [
+        "sso-admin-token",
+        "sso-data-key",
+        "sso-db-credentials",
+        "sso-db-replication",
+        "sso-redis",
+    ],
+    "Service": ["sso", "sso-db-primary", "sso-db-ro", "sso-db-rw", "sso-redis"],
+    "StatefulSet": ["sso-db-primary"],
+}
+
+
+# ----------------------------------------------------------------------- tests
+
+
+def test_minimal_instance_provisions_every_child_and_becomes_ready(
+    kube_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    with running_operator(kube_cluster, namespace, tmp_path):
+        apply_instance(
+            kube_cluster, namespace, (MANIFESTS / "ssoinstance-minimal.yaml").read_text()
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: own_conditions_true(o, 1),
+            "own conditions True",
+        )
+        # Without KeysReady/BackupReady it is not Ready yet, and says why.
+        if condition(obj, "KeysReady").get("status") != "True":
+            assert obj["status"]["phase"] == "Provisioning"
+            assert "KeysReady" in condition(obj, "Ready")["message"]
+        assert children(kube_cluster, namespace, "sso") == EXPECTED_MINIMAL
+        uid = obj["metadata"]["uid"]
+        for kind in CHILD_KINDS:
+            for item in kube_cluster.get_json(
+                kind, "-n", namespace, "-l", "app.kubernetes.io/instance=sso"
+            )["items"]:
+                if item["metadata"]["labels"].get("app.kubernetes.io/component") in (
+                    FOREIGN_COMPONENTS
+                ):
+                    continue
+                refs = item["metadata"]["ownerReferences"]
+                assert {r["uid"] for r in refs} == {uid}, item["metadata"]["name"]
+                labels = item["metadata"]["labels"]
+                assert labels["app.kubernetes.io/managed-by"] == "sso-operator"
+
+        mark_foreign_conditions_ready(kube_cluster, "sso", namespace)
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: o["status"].get("phase") == "Ready",
+            "phase Ready",
+        )
+        status = obj["status"]
+        assert status["replicas"] == {"desired": 2, "ready": 2, "summary": "2/2"}
+        assert status["database"]["readyInstances"] == 1
+        assert status["database"]["replication"] == "none"
+        assert status["migrations"]["result"] == "Succeeded"
+        assert status["endpoint"] == f"sso.{namespace}.svc:50051"
+        table = kube_cluster.kubectl("get", "ssoi", "-n", namespace).stdout.splitlines()
+        assert table[1].split()[:5] == ["sso", "Ready", "True", status["endpoint"], "2/2"]
+        reasons = events(kube_cluster, namespace, "sso")
+        for reason in ("SecretGenerated", "MigrationStarted", "DeploymentCreated", "Ready"):
+            assert reason in reasons, reasons
+
+        # The Deployment: mounts, probes, hardening, migrations first.
+        deployment = kube_cluster.get_json("deployment", "sso", "-n", namespace)
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["signing-keys"]["secret"]["secretName"] == "sso-signing-keys"
+        assert pod["containers"][0]["readinessProbe"]["grpc"]["service"] == "readiness"
+        config = kube_cluster.get_json("configmap", "sso-config", "-n", namespace)["data"]
+        password = secret_value(kube_cluster, namespace, "sso-db-credentials", "password")
+        assert password not in json.dumps(config) and password not in json.dumps(deployment)
+        job = kube_cluster.get_json("job", "sso-migrate-d0e2064910", "-n", namespace)
+        job_done = job["status"]["completionTime"]
+        assert job_done <= deployment["metadata"]["creationTimestamp"]
+
+
+def test_spec_changes_are_reconciled(kube_cluster: Any, namespace: str, tmp_path: Path) -> None:
+    with running_operator(kube_cluster, namespace, tmp_path):
+        apply_instance(
+            kube_cluster, namespace, (MANIFESTS / "ssoinstance-minimal.yaml").read_text()
+        )
+        wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: own_conditions_true(o, 1),
+            "own conditions True",
+        )
+        data_key = secret_value(kube_cluster, namespace, "sso-data-key", "key")
+        old_checksum = kube_cluster.get_json("deployment", "sso", "-n", namespace)["spec"][
+            "template"
+        ]["metadata"]["annotations"]["sso.dev/config-checksum"]
+
+        # Replicas, resources, log level (a config change rolls the pods), three instances.
+        generation = patch_spec(
+            kube_cluster,
+            namespace,
+            "sso",
+            {
+                "replicas": 3,
+                "resources": {"requests": {"cpu": "100m"}},
+                "observability": {"logLevel": "debug"},
+                "database": {"managed": {"instances": 3}},
+            },
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: (
+                own_conditions_true(o, generation)
+                and o["status"]["database"]["readyInstances"] == 3
+                and o["status"]["replicas"]["ready"] == 3
+            ),
+            "three replicas and three database instances",
+        )
+        assert obj["status"]["database"]["replication"] == "synchronous"
+        deployment = kube_cluster.get_json(
+            "deployment", "sso", "-n", namespace, "--show-managed-fields"
+        )
+        assert deployment["spec"]["replicas"] == 3
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"] == {"requests": {"cpu": "100m"}}
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["sso.dev/config-checksum"] != old_checksum
+        primary = kube_cluster.get_json("statefulset", "sso-db-primary", "-n", namespace)
+        args = primary["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert 'synchronous_standby_names=ANY 1 ("sso-db-replica-0", "sso-db-replica-1")' in args
+        replicas = kube_cluster.get_json("statefulset", "sso-db-replica", "-n", namespace)
+        assert replicas["spec"]["replicas"] == 2
+
+        # A new image: its migration Job first, then the Deployment; old Jobs pruned.
+        generation = patch_spec(
+            kube_cluster,
+            namespace,
+            "sso",
+            {"image": "sso-service:0.2.0", "database": {"managed": {"instances": 2}}},
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: (
+                own_conditions_true(o, generation)
+                and o["status"]["migrations"].get("image") == "sso-service:0.2.0"
+                and o["status"]["database"]["readyInstances"] == 2
+            ),
+            "image 0.2.0 migrated, two database instances",
+        )
+        assert obj["status"]["database"]["replication"] == "asynchronous"
+        assert "failover may lose" in obj["status"]["database"]["replicationMessage"]
+        deployment = kube_cluster.get_json("deployment", "sso", "-n", namespace)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+            "sso-service:0.2.0"
+        )
+        jobs = children(kube_cluster, namespace, "sso")["Job"]
+        assert len(jobs) == 1 and jobs != EXPECTED_MINIMAL["Job"]
+        job = kube_cluster.get_json("job", jobs[0], "-n", namespace)
+        assert (
+            job["status"]["completionTime"]
+            <= (
+                kube_cluster.get_json(
+                    "replicaset", "-n", namespace, "-l", "app.kubernetes.io/version=0.2.0"
+                )["items"][0]["metadata"]["creationTimestamp"]
+            )
+        )
+        assert "RollingOut" in events(kube_cluster, namespace, "sso")
+
+        # Autoscaling on: an HPA, and the Deployment's replicas left to it; PDB off.
+        generation = patch_spec(
+            kube_cluster,
+            namespace,
+            "sso",
+            {
+                "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+                "podDisruptionBudget": {"enabled": False},
+            },
+        )
+        wait_for(
+            lambda: children(kube_cluster, namespace, "sso"),
+            lambda c: (
+                c.get("HorizontalPodAutoscaler") == ["sso"] and "PodDisruptionBudget" not in c
+            ),
+            "HPA present, PDB gone",
+        )
+        hpa = kube_cluster.get_json("hpa", "sso", "-n", namespace)
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+        # The HPA took over the replica count without a drop to 1 at the handover.
+        deployment = kube_cluster.get_json(
+            "deployment", "sso", "-n", namespace, "--show-managed-fields"
+        )
+        assert deployment["spec"]["replicas"] == 3
+        managers = {
+            entry["manager"]
+            for entry in deployment["metadata"]["managedFields"]
+            if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
+        }
+        assert "sso-operator" not in managers
+        # Generated credentials were never regenerated.
+        assert secret_value(kube_cluster, namespace, "sso-data-key", "key") == data_key
+
+
+def test_failed_migration_keeps_the_running_version(
+    kube_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    with running_operator(kube_cluster, namespace, tmp_path):
+        apply_instance(
+            kube_cluster, namespace, (MANIFESTS / "ssoinstance-minimal.yaml").read_text()
+        )
+        wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: own_conditions_true(o, 1),
+            "own conditions True",
+        )
+        # kwok completes every Job pod, so a failing migration is made the real way a Job
+        # fails without a kubelet: the Job of the new image exists already, its pod cannot
+        # be scheduled, and its deadline passes (the Job controller marks it Failed).
+        image = "sso-service:0.3.0-broken"
+        job_name = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from sso_operator import names; print(names.migration_job('sso', {image!r}))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        failing = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job_name,
+                "labels": {
+                    "app.kubernetes.io/name": "sso",
+                    "app.kubernetes.io/instance": "sso",
+                    "app.kubernetes.io/component": "migration",
+                },
+            },
+            "spec": {
+                "activeDeadlineSeconds": 1,
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "nodeSelector": {"sso.dev/no-such-node": "true"},
+                        "containers": [{"name": "migrate", "image": image, "args": ["migrate"]}],
+                    }
+                },
+            },
+        }
+        kube_cluster.apply(json.dumps(failing), namespace)
+        generation = patch_spec(kube_cluster, namespace, "sso", {"image": image})
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: (
+                o["status"].get("observedGeneration") == generation
+                and condition(o, "MigrationsReady").get("status") == "False"
+                and condition(o, "MigrationsReady").get("reason") == "DeadlineExceeded"
+            ),
+            "MigrationsReady False with the Job's reason",
+        )
+        message = condition(obj, "MigrationsReady")["message"]
+        assert "still serving sso-service:0.1.0" in message
+        assert condition(obj, "ServiceReady")["status"] == "True"
+        deployment = kube_cluster.get_json("deployment", "sso", "-n", namespace)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+            "sso-service:0.1.0"
+        )
+        assert "MigrationFailed" in events(kube_cluster, namespace, "sso")
+
+        # Deleting the failed Job retries: the operator's own Job completes, the image rolls.
+        kube_cluster.kubectl("delete", "job", job_name, "-n", namespace)
+        wait_for(
+            lambda: get_or_none(kube_cluster, "deployment", "sso", namespace),
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["image"] == image,
+            "the Deployment to roll to the new image",
+        )
+        wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: own_conditions_true(o, generation),
+            "own conditions True again",
+        )
+
+
+def test_external_database_and_redis_wait_for_their_secrets(
+    kube_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    with running_operator(kube_cluster, namespace, tmp_path):
+        apply_instance(
+            kube_cluster, namespace, (MANIFESTS / "ssoinstance-external.yaml").read_text()
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso-external", namespace),
+            lambda o: (
+                o is not None and condition(o, "DatabaseReady").get("reason") == "SecretMissing"
+            ),
+            "DatabaseReady SecretMissing",
+        )
+        assert obj["status"]["phase"] == "Pending"
+        assert "sso-database" in condition(obj, "DatabaseReady")["message"]
+        assert "Deployment" not in children(kube_cluster, namespace, "sso-external")
+        kube_cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "sso-database",
+            "-n",
+            namespace,
+            "--from-literal=url=postgresql+asyncpg://u:p@db.example:5432/sso",
+            "--from-literal=replica-url=postgresql+asyncpg://u:p@db-ro.example:5432/sso",
+        )
+        kube_cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "sso-redis",
+            "-n",
+            namespace,
+            "--from-literal=url=redis://:p@redis.example:6379/0",
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso-external", namespace),
+            lambda o: own_conditions_true(o, 1),
+            "own conditions True",
+        )
+        assert obj["status"]["database"] == {"mode": "external"}
+        found = children(kube_cluster, namespace, "sso-external")
+        assert "StatefulSet" not in found and found["Deployment"] == ["sso-external"]
+        assert found["NetworkPolicy"] == ["sso-external-server"]
+        env = {
+            e["name"]: e
+            for e in kube_cluster.get_json("deployment", "sso-external", "-n", namespace)["spec"][
+                "template"
+            ]["spec"]["containers"][0]["env"]
+        }
+        assert env["SSO_DATABASE__URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "sso-database",
+            "key": "url",
+        }
+        assert env["SSO_REDIS__URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "sso-redis",
+            "key": "url",
+        }
+
+        # Ready; then its Redis Secret goes away: Degraded (a Warning), and back.
+        mark_foreign_conditions_ready(kube_cluster, "sso-external", namespace)
+        wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso-external", namespace),
+            lambda o: o["status"].get("phase") == "Ready",
+            "phase Ready",
+        )
+        kube_cluster.kubectl("delete", "secret", "sso-redis", "-n", namespace)
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso-external", namespace),
+            lambda o: o["status"].get("phase") == "Degraded",
+            "phase Degraded",
+        )
+        assert condition(obj, "CacheReady")["reason"] == "SecretMissing"
+        assert condition(obj, "Ready")["message"] == "not ready: CacheReady"
+        warnings = kube_cluster.get_json(
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.name=sso-external,type=Warning",
+        )["items"]
+        assert any(e["reason"] == "Degraded" for e in warnings)
+        # Drift is repaired too: a deleted child comes back.
+        kube_cluster.kubectl("delete", "service", "sso-external", "-n", namespace)
+        kube_cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "sso-redis",
+            "-n",
+            namespace,
+            "--from-literal=url=redis://:p@redis.example:6379/0",
+        )
+        wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso-external", namespace),
+            lambda o: o["status"].get("phase") == "Ready",
+            "phase Ready again",
+        )
+        wait_for(
+            lambda: get_or_none(kube_cluster, "service", "sso-external", namespace),
+            lambda svc: svc is not None,
+            "the deleted Service to be recreated",
+        )
+
+        # Deleted: the external database outlives it, so its data key is kept (orphaned).
+        data_key = secret_value(kube_cluster, namespace, "sso-external-data-key", "key")
+        kube_cluster.kubectl("delete", "ssoi", "sso-external", "-n", namespace, timeout=120)
+        wait_for(
+            lambda: children(kube_cluster, namespace, "sso-external"),
+            lambda c: c == {"Secret": ["sso-external-data-key"]},
+            "everything but the data key collected",
+        )
+        kept = kube_cluster.get_json("secret", "sso-external-data-key", "-n", namespace)
+        assert "ownerReferences" not in kept["metadata"]
+        assert secret_value(kube_cluster, namespace, "sso-external-data-key", "key") == data_key
+
+
+def test_a_name_too_long_for_its_children_fails_permanently(
+    kube_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    name = "s" * 41
+    with running_operator(kube_cluster, namespace, tmp_path):
+        apply_instance(
+            kube_cluster,
+            namespace,
+            json.dumps(
+                {
+                    "apiVersion": "sso.dev/v1alpha1",
+                    "kind": "SSOInstance",
+                    "metadata": {"name": name},
+                    "spec": {},
+                }
+            ),
+        )
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", name, namespace),
+            lambda o: (
+                o is not None
+                and o.get("status", {}).get("phase") == "Failed"
+                and condition(o, "Ready").get("reason") == "InvalidSpec"
+            ),
+            "phase Failed, Ready=False InvalidSpec",
+        )
+        ready = condition(obj, "Ready")
+        assert ready["reason"] == "InvalidSpec" and "at most 40" in ready["message"]
+        assert children(kube_cluster, namespace, name) == {}
+        assert "InvalidSpec" in events(kube_cluster, namespace, name)
