@@ -1,0 +1,294 @@
+"""Shared pieces of the ClientApp tests: a real SSO service beside the real apiserver.
+
+Why this exists: pods do not really run in the local control plane (kwok only
+marks them Running), so the SSO service an SSOInstance stands for runs here, on
+the host: the real service (``tests/api/sso_harness.py``: the composition ``sso
+serve`` runs) on a real PostgreSQL and Redis, in a thread with its own event
+loop so that it keeps serving while a test blocks in kubectl or waits. The
+operator (``kopf.testing.KopfRunner``, another thread) reaches it through
+``SSO_OPERATOR_ENDPOINT_OVERRIDES``; its HTTP port is chosen up front so the
+instance's issuer (and so the JWKS URI in the credentials Secret) is a URL that
+answers. The admin token reaches the service the way a mounted Secret does: a
+token file (``admin.token_file``) the test writes from the Secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import kopf
+import pytest
+from kopf.testing import KopfRunner
+
+TESTS = Path(__file__).resolve().parents[1]
+REPO = TESTS.parent
+for _sub in ("api", "k8s"):
+    if str(TESTS / _sub) not in sys.path:
+        sys.path.append(str(TESTS / _sub))
+if str(REPO / "e2e") not in sys.path:
+    sys.path.append(str(REPO / "e2e"))
+
+from sso_harness import Running, make_settings, start, stop  # noqa: E402
+
+from sso.config import AdminSettings, ServerSettings, TokenSettings  # noqa: E402
+from sso_proto.sso.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc  # noqa: E402
+
+T = TypeVar("T")
+WAIT_S = 60.0
+PASSWORD = "correct horse battery staple"
+CLIENTAPP_CRD = REPO / "crds" / "sso.dev_clientapps.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServiceThread:
+    """The SSO service running in a thread; :meth:`call` runs a coroutine on its loop."""
+
+    def __init__(self, tmp: Path, db_url: str, redis_url: str | None) -> None:
+        self.token_file = tmp / "admin-token"
+        self.token_file.write_text("")
+        self.http_port = free_port()
+        settings = make_settings(tmp, db_url, redis_url)
+        settings.server = ServerSettings(
+            host="127.0.0.1", port=0, http_host="127.0.0.1", http_port=self.http_port
+        )
+        settings.tokens = TokenSettings(issuer=self.issuer)
+        settings.admin = AdminSettings(token_file=self.token_file)
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.running: Running | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def target(self) -> str:
+        assert self.running is not None
+        return self.running.target
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> ServiceThread:
+        self.thread.start()
+        self.running = self.call(start(self.settings), timeout=60)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.running is not None:
+            self.call(stop(self.running))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def mount_admin_token(self, token: str) -> None:
+        """What the kubelet does with the admin token Secret's volume (re-read by the service)."""
+        self.token_file.write_text(token + "\n")
+
+    # -- calls a test makes as a person with admin rights, or as a user ------------
+
+    def admin(
+        self, method: str, request: Any, token: str, *, code: grpc.StatusCode | None = None
+    ) -> Any:
+        """One Admin RPC; with ``code``, expect it to fail with that status and return None."""
+
+        async def run() -> Any:
+            async with grpc.aio.insecure_channel(self.target) as channel:
+                stub = admin_pb2_grpc.AdminStub(channel)
+                try:
+                    result = await getattr(stub, method)(
+                        request, metadata=(("authorization", f"Bearer {token}"),), timeout=10
+                    )
+                except grpc.aio.AioRpcError as error:
+                    if code is not None and error.code() == code:
+                        return None
+                    raise
+                assert code is None, f"{method} succeeded; expected {code}"
+                return result
+
+        return self.call(run())
+
+    def login_code(self, app_id: int, client_secret: str, email: str) -> grpc.StatusCode:
+        """Login through the app with its client secret; the status code (OK on success)."""
+
+        async def run() -> grpc.StatusCode:
+            async with grpc.aio.insecure_channel(self.target) as channel:
+                stub = auth_pb2_grpc.AuthStub(channel)
+                try:
+                    await stub.Login(
+                        auth_pb2.LoginRequest(email=email, password=PASSWORD, app_id=app_id),
+                        metadata=(("x-client-secret", client_secret),),
+                        timeout=10,
+                    )
+                except grpc.aio.AioRpcError as error:
+                    return error.code()
+                return grpc.StatusCode.OK
+
+        return self.call(run())
+
+    def register(self, email: str) -> None:
+        async def run() -> None:
+            async with grpc.aio.insecure_channel(self.target) as channel:
+                await auth_pb2_grpc.AuthStub(channel).Register(
+                    auth_pb2.RegisterRequest(email=email, password=PASSWORD), timeout=10
+                )
+
+        self.call(run())
+
+
+def new_email(tag: str) -> str:
+    return f"{tag}.{secrets.token_hex(4)}@example.com"
+
+
+@contextmanager
+def operator(namespace: str, monkeypatch: pytest.MonkeyPatch, overrides: str) -> Iterator[Any]:
+    """sso-operator for one namespace, mapping instances to host processes; must exit cleanly."""
+    monkeypatch.setenv("SSO_OPERATOR_BACKOFF", "1")
+    monkeypatch.setenv("SSO_OPERATOR_WATCH_TIMEOUT", "10")
+    monkeypatch.setenv("SSO_OPERATOR_LOG_FORMAT", "plain")
+    monkeypatch.setenv("SSO_OPERATOR_ENDPOINT_OVERRIDES", overrides)
+    monkeypatch.setenv("SSO_OPERATOR_CLIENTAPP_RESYNC", "1")
+    settings = kopf.OperatorSettings()
+    settings.execution.default_backoff = 1
+    settings.watching.server_timeout = 10
+    args = ["run", "--standalone", "--namespace", namespace, "--verbose"]
+    args += [f"--liveness=http://127.0.0.1:{free_port()}/healthz", "-m", "sso_operator.handlers"]
+    with KopfRunner(args, timeout=60, settings=settings) as runner:
+        yield runner
+    assert runner.exit_code == 0, runner.output[-5000:]
+    assert runner.exception is None
+
+
+def wait_for(
+    get: Callable[[], Any], accept: Callable[[Any], bool], what: str, timeout: float = WAIT_S
+) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = get()
+        if accept(value):
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(value)[:3000]}")
+
+
+def get_or_none(kube: Any, kind: str, name: str, namespace: str) -> Any:
+    result = kube.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            found: dict[str, Any] = item
+            return found
+    return {}
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def apply_current_crd(kube: Any) -> None:
+    """A reused cluster may hold an older ClientApp CRD; the status fields must be current."""
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=sso-e2e-cluster",
+        "-f",
+        str(CLIENTAPP_CRD),
+    )
+    kube.kubectl("wait", "--for=condition=Established", "crd/clientapps.sso.dev")
+
+
+def instance_manifest(name: str, namespace: str, issuer: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "sso.dev/v1alpha1",
+            "kind": "SSOInstance",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"issuer": issuer},
+        }
+    )
+
+
+def clientapp_manifest(name: str, namespace: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "sso.dev/v1alpha1",
+            "kind": "ClientApp",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def mark_instance_ready(kube: Any, name: str, namespace: str) -> None:
+    """Stand-in for the SSOInstance reconciler: write ``Ready=True`` through the status subresource.
+
+    Used only for an instance in a namespace the test's operator does not watch,
+    so no reconciler competes for its status; the service it stands for is the
+    ServiceThread, and the ClientApp reaches it through the endpoint override.
+    """
+    status = {
+        "status": {
+            "phase": "Ready",
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Ready",
+                    "message": "set by the test (stand-in for the instance reconciler)",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+    }
+    kube.kubectl(
+        "patch",
+        "ssoinstance",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+__all__ = [
+    "PASSWORD",
+    "ServiceThread",
+    "admin_pb2",
+    "apply_current_crd",
+    "clientapp_manifest",
+    "condition",
+    "get_or_none",
+    "instance_manifest",
+    "mark_instance_ready",
+    "new_email",
+    "operator",
+    "secret_data",
+    "wait_for",
+]
