@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
-from helpers import dump, run_import, run_sso, scalar
+from helpers import cli_env, dump, run_import, run_sso, scalar
 from legacy_db import add_apps, add_users, create, execute, hash_go
 from sso_harness import make_settings, start, stop
 
@@ -222,3 +224,23 @@ async def test_report_limit_cuts_lists_not_counts(tmp_path: Path, db_url: str) -
     human = run_sso(settings, "import", "legacy-sqlite", str(source), "--dry-run")
     assert human.returncode == 0
     assert "skipped 5" in human.stdout and "users id 5: invalid_email" in human.stdout
+
+
+def test_apps_create_works_with_the_redis_app_cache_configured(
+    tmp_path: Path, pg_url: str, redis_server: str
+) -> None:
+    """A Job or an operator shell has SSO_REDIS__URL set: the CLI then gets the
+    cache-wrapped repository, which must still create (and publish) the app."""
+    settings = make_settings(tmp_path, pg_url)
+    env = {**cli_env(settings), "SSO_REDIS__URL": redis_server}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sso", "apps", "create", "cached", "--id", "77"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = json.loads(proc.stdout.splitlines()[0])
+    assert created["app_id"] == 77 and created["name"] == "cached" and created["secret"]

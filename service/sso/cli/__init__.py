@@ -82,9 +82,12 @@ async def _apps(args: argparse.Namespace) -> int:
             if await apps.get(args.id) is not None:
                 print(f"app id {args.id} already exists", file=sys.stderr)
                 return 1
+        from sso.storage.appcache import RedisAppCache
         from sso.storage.apps import SqlAppRepository
 
-        if not isinstance(apps, SqlAppRepository):  # pragma: no cover (the composition root's)
+        # With Redis configured the repository is wrapped in its cache (which
+        # publishes the change); either way the row is written to the database.
+        if not isinstance(apps, SqlAppRepository | RedisAppCache):  # pragma: no cover
             raise TypeError("sso apps needs the SQL app repository")
         app = await apps.create(name, given or new_refresh_token(), app_id=args.id)
         if given is not None:  # the caller has the secret: never echo it
