@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SSO_HOME ?= .sso
 
-.PHONY: run test lint typecheck format proto bench venv system-deps test-py clean help
+.PHONY: run test lint typecheck format proto bench bench-suite bench-quick venv system-deps test-py clean help
 
 help:
 	@echo "make run    - start the SSO service on the embedded default (SQLite) on 127.0.0.1:50051"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint   - ruff, import-linter, mypy --strict"
 	@echo "make proto  - regenerate service/sso_proto from service/proto"
 	@echo "make bench  - benchmark Login/Refresh/ValidateToken against PostgreSQL and Redis"
+	@echo "              then the load-test suite (every scenario swept to saturation)"
+	@echo "make bench-suite / bench-quick - only the load-test suite, full or a 1-minute smoke run"
 	@echo "make cluster-up / cluster-down - the local Kubernetes control plane"
 
 $(STAMP): pyproject.toml
@@ -57,6 +59,13 @@ test-py: $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.suite
+
+bench-suite: system-deps $(STAMP)
+	$(BIN)/python -m bench.suite
+
+bench-quick: system-deps $(STAMP)
+	$(BIN)/python -m bench.suite --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

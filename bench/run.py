@@ -225,6 +225,15 @@ def sso(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def setup_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` for one-off set-up commands (`sso apps create`): the database only.
+
+    The app is written to PostgreSQL, where the service reads it; without Redis the
+    CLI gets the plain SQL app repository whatever cache the service puts in front.
+    """
+    return {k: v for k, v in env.items() if k != "SSO_REDIS__URL"}
+
+
 def password_params(env: dict[str, str]) -> tuple[Argon2Params, int]:
     """The argon2 parameters and hasher threads the service will use under `env`."""
     saved = dict(os.environ)
@@ -559,7 +568,7 @@ def bench(plan: Plan) -> Report:
         )
         sso(env, "migrate")
         sso(env, "keys", "ensure", "--dir", env["SSO_KEYS__DIR"], *plan.keys_args)
-        app = json.loads(sso(env, "apps", "create", "bench").strip().splitlines()[-1])
+        app = json.loads(sso(setup_env(env), "apps", "create", "bench").strip().splitlines()[-1])
         target, echo_target = f"127.0.0.1:{port}", f"127.0.0.1:{echo_port}"
         print(
             f"servers: sso serve --workers {plan.workers} (PostgreSQL + Redis) and the bare "

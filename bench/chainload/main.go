@@ -6,7 +6,9 @@
 // connections; in "refresh" mode each chain presents its current refresh
 // token and keeps the successor from the reply, in "unary" mode each chain
 // sends one fixed payload (used to drive the echo ceiling through the very
-// same code path, so the Refresh/echo ratio compares like with like).
+// same code path, so the Refresh/echo ratio compares like with like); in
+// "mixed" mode (mixed.go) each chain lives a whole session: Login, then
+// ValidateToken and Refresh calls in a fixed ratio, carrying the tokens.
 //
 // Messages are encoded by hand (protowire) and sent through a pass-through
 // codec: no generated stubs, no reflection, and a per-call cost as low as ghz's.
@@ -142,7 +144,23 @@ func main() {
 	warmup := flag.Duration("warmup", 2*time.Second, "load applied before measuring")
 	duration := flag.Duration("duration", 10*time.Second, "measured window")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-call deadline")
+	usersFile := flag.String("users", "", "mixed mode: email<TAB>password<TAB>app_id per line")
+	refreshes := flag.Int("refreshes", 20, "mixed mode: refreshes per login")
+	validations := flag.Int("validations", 200, "mixed mode: validations per login")
 	flag.Parse()
+
+	var accounts []account
+	if *mode == "mixed" {
+		var err error
+		if accounts, err = readAccounts(*usersFile); err != nil || len(accounts) == 0 {
+			fmt.Fprintf(os.Stderr, "chainload: no accounts in %q: %v\n", *usersFile, err)
+			os.Exit(2)
+		}
+		if *refreshes < 1 || *validations < *refreshes {
+			fmt.Fprintln(os.Stderr, "chainload: need refreshes >= 1 and validations >= refreshes")
+			os.Exit(2)
+		}
+	}
 
 	var tokens []string
 	if *mode == "refresh" {
@@ -152,7 +170,7 @@ func main() {
 			os.Exit(2)
 		}
 		*concurrency = len(tokens)
-	} else if *mode != "unary" {
+	} else if *mode != "unary" && *mode != "mixed" {
 		fmt.Fprintf(os.Stderr, "chainload: unknown mode %q\n", *mode)
 		os.Exit(2)
 	}
@@ -176,6 +194,11 @@ func main() {
 		}
 		defer conn.Close()
 		conns[i] = conn
+	}
+
+	if *mode == "mixed" {
+		runMixed(conns, accounts, *concurrency, *refreshes, *validations, *warmup, *duration, *timeout)
+		return
 	}
 
 	start := time.Now()
@@ -254,7 +277,7 @@ func main() {
 		sum += d
 	}
 	lat := map[string]float64{
-		"p50": percentile(all, 50), "p90": percentile(all, 90),
+		"p50": percentile(all, 50), "p90": percentile(all, 90), "p95": percentile(all, 95),
 		"p99": percentile(all, 99), "max": percentile(all, 100), "mean": 0,
 	}
 	if len(all) > 0 {
