@@ -96,6 +96,9 @@ class PasswordSettings(BaseModel):
     workers: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=64)
     # Waiting hash requests beyond which callers get RESOURCE_EXHAUSTED.
     max_queue: int = Field(256, ge=0)
+    # Niceness of the hashing threads (Linux, per thread): while logins saturate the
+    # CPU, the event loop (health checks, token checks) is scheduled first. 0 = same priority.
+    hasher_nice: int = Field(10, ge=0, le=19)
 
 
 class TokenSettings(BaseModel):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import threading
 import time
 
 import pytest
@@ -170,3 +172,25 @@ async def test_observer_hook_sees_every_computation(fast_settings: PasswordSetti
     finally:
         hasher.close()
     assert seen == ["hash", "verify", "dummy_verify"]
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread nice is a Linux feature")
+@pytest.mark.parametrize("nice", [10, 0])
+async def test_hashing_threads_yield_to_the_event_loop(nice: int) -> None:
+    """The argon2 threads run at `hasher_nice`; the event loop's thread keeps its own."""
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    older = set(threading.enumerate())  # other hashers' threads may still be winding down
+    settings = PasswordSettings(memory_kib=8192, time_cost=1, workers=2, hasher_nice=nice)
+    hasher = Argon2PasswordHasher(settings)
+    try:
+        await asyncio.gather(*(hasher.hash("correct horse battery staple") for _ in range(4)))
+        workers = [
+            t for t in threading.enumerate() if t.name.startswith("argon2") and t not in older
+        ]
+        assert workers
+        for thread in workers:
+            assert thread.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == max(nice, before)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    finally:
+        hasher.close()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
 import secrets
 import threading
 import time
@@ -68,6 +70,20 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # Called after every computation with the operation ("hash", "verify",
 # "dummy_verify", "bcrypt_verify") and the wall time in seconds: a hook for metrics.
 Observer = Callable[[str, float], None]
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling hashing thread yield the CPU to the event loop.
+
+    On Linux a nice value belongs to a thread, not the process, so this leaves
+    the event loop's thread at its priority: when hashes saturate the cores, the
+    loop still answers health checks and cheap RPCs promptly, and the hashes get
+    whatever the loop leaves (as much as before when it is idle).
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):  # never fatal: only a scheduling preference
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _b64(raw: bytes) -> str:
@@ -111,7 +127,10 @@ class Argon2PasswordHasher:
         self._pending = 0
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="argon2"
+            max_workers=settings.workers,
+            thread_name_prefix="argon2",
+            initializer=_lower_priority,
+            initargs=(settings.hasher_nice,),
         )
         # A well-formed hash at the current parameters whose password nobody knows:
         # verifying against it costs exactly what a real verify costs.
