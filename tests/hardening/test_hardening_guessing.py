@@ -100,7 +100,9 @@ async def test_per_ip_limit_ignores_untrusted_forwarded_for(
     error = results[-1][2]
     assert error is not None
     retry = dict(trailers(error)).get("retry-after")
-    assert retry is not None and 1 <= int(retry) <= 60
+    # The sliding-window estimate can need the rest of this 60 s window plus part of
+    # the next one (when the 20 calls straddled a window edge): under 2 windows.
+    assert retry is not None and 1 <= int(retry) < 120
     rows = await audit_rows(pg_url)
     assert {r["ip"] for r in rows} == {"127.0.0.1"}  # the spoofed header was ignored
     limited = [r for r in rows if r["event"] == "excess_rate_limit_exceeded"]

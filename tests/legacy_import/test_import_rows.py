@@ -229,8 +229,8 @@ async def test_report_limit_cuts_lists_not_counts(tmp_path: Path, db_url: str) -
 def test_apps_create_works_with_the_redis_app_cache_configured(
     tmp_path: Path, pg_url: str, redis_server: str
 ) -> None:
-    """A Job or an operator shell has SSO_REDIS__URL set: the CLI then gets the
-    cache-wrapped repository, which must still create (and publish) the app."""
+    """A Job or a shell next to PostgreSQL: SSO_REDIS__URL may be set, and there is
+    no signing key set in the working directory; neither is needed to register an app."""
     settings = make_settings(tmp_path, pg_url)
     env = {**cli_env(settings), "SSO_REDIS__URL": redis_server}
     proc = subprocess.run(
@@ -240,7 +240,9 @@ def test_apps_create_works_with_the_redis_app_cache_configured(
         text=True,
         timeout=120,
         check=False,
+        cwd=tmp_path,  # no .sso/keys here
     )
     assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / ".sso" / "keys").exists()
     created = json.loads(proc.stdout.splitlines()[0])
     assert created["app_id"] == 77 and created["name"] == "cached" and created["secret"]

@@ -55,11 +55,19 @@ def _given_secret(args: argparse.Namespace) -> str | None:
 
 
 async def _apps(args: argparse.Namespace) -> int:
-    from sso.app import Container
+    # Only the database and the data key: registering an app needs no signing
+    # keys, Redis or mail (a Job or a shell next to PostgreSQL has none of them).
+    # A new app is in no cache, so nothing needs invalidating.
+    from sso.security.secretbox import SecretBox, load_data_key
+    from sso.storage.apps import SqlAppRepository
+    from sso.storage.db import create_engine
 
-    container = await Container.build(_settings())
+    settings = _settings()
+    if settings.database.is_sqlite:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database)
     try:
-        apps = container.auth.apps
+        apps = SqlAppRepository(engine, SecretBox.from_data_key(load_data_key(settings)))
         if args.action == "list":
             for app in await apps.list():
                 print(json.dumps({"app_id": app.id, "name": app.name}))
@@ -82,13 +90,6 @@ async def _apps(args: argparse.Namespace) -> int:
             if await apps.get(args.id) is not None:
                 print(f"app id {args.id} already exists", file=sys.stderr)
                 return 1
-        from sso.storage.appcache import RedisAppCache
-        from sso.storage.apps import SqlAppRepository
-
-        # With Redis configured the repository is wrapped in its cache (which
-        # publishes the change); either way the row is written to the database.
-        if not isinstance(apps, SqlAppRepository | RedisAppCache):  # pragma: no cover
-            raise TypeError("sso apps needs the SQL app repository")
         app = await apps.create(name, given or new_refresh_token(), app_id=args.id)
         if given is not None:  # the caller has the secret: never echo it
             print(json.dumps({"app_id": app.id, "name": app.name}))
@@ -97,7 +98,7 @@ async def _apps(args: argparse.Namespace) -> int:
         print("store the secret now: it is never shown again", file=sys.stderr)
         return 0
     finally:
-        await container.close()
+        await engine.dispose()
 
 
 async def _maintenance(args: argparse.Namespace) -> int:
