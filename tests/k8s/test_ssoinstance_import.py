@@ -338,8 +338,12 @@ def test_failed_import_starts_no_service_until_the_job_is_deleted(
             lambda d: d is not None,
             "the Deployment after the retried import",
         )
-        obj = get_or_none(kube_cluster, "ssoi", "sso", namespace)
-        assert obj["status"]["import"]["completed"] is True
+        # The Deployment is applied in the same pass whose status patch lands after it.
+        obj = wait_for(
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
+            lambda o: bool(o) and o["status"].get("import", {}).get("completed") is True,
+            "status.import.completed after the retried import",
+        )
         assert condition(obj, "ImportReady")["status"] == "True"
 
 
