@@ -285,7 +285,6 @@ class Container:
             tracer=tracer,
             admin=admin,
             admin_settings=s.admin,
-            exporter=exporter,
             two_factor=two_factor,
             lifecycle=Lifecycle(account=account, history=history, exporter=exporter),
         )
@@ -299,18 +298,23 @@ class Container:
                     await result
 
 
+async def cleanup_once(container: Container, *, keep_revoked_for: timedelta) -> int:
+    """Delete expired rows; how many. The embedded loop and `sso maintenance` both run this."""
+    removed = await container.auth.sessions.cleanup(
+        datetime.now(UTC), keep_revoked_for=keep_revoked_for
+    )
+    if container.bundle.two_factor is not None:  # used and expired MFA challenges
+        removed += await container.bundle.two_factor.repo.cleanup(datetime.now(UTC))
+    if container.bundle.lifecycle is not None:  # expired verification/reset links
+        removed += await container.bundle.lifecycle.account.tokens.cleanup(datetime.now(UTC))
+    return removed
+
+
 async def cleanup_loop(container: Container, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            removed = await container.auth.sessions.cleanup(
-                datetime.now(UTC), keep_revoked_for=timedelta(days=1)
-            )
-            if container.bundle.two_factor is not None:  # used and expired MFA challenges
-                removed += await container.bundle.two_factor.repo.cleanup(datetime.now(UTC))
-            if container.bundle.lifecycle is not None:  # expired verification/reset links
-                lifecycle = container.bundle.lifecycle
-                removed += await lifecycle.account.tokens.cleanup(datetime.now(UTC))
+            removed = await cleanup_once(container, keep_revoked_for=timedelta(days=1))
             log.info("cleanup", extra={"removed": removed})
         except Exception:
             log.exception("cleanup failed")

@@ -180,8 +180,8 @@ def bind_request_secrets(
     """
     if callable(values):
         return _request_secrets.set(_RequestSecrets(values))
-    pairs = _ordered(values)
-    return _request_secrets.set(_RequestSecrets(lambda: pairs))
+    given = tuple(values)  # taken now; kept and ordered once, by `pairs()` (lazily)
+    return _request_secrets.set(_RequestSecrets(lambda: given))
 
 
 def unbind_request_secrets(token: contextvars.Token[Any]) -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from account_helpers import account, register
-from conftest import SmtpSink, mail_settings, settle, start_account_server
+from account_helpers import SmtpSink, account, mail_settings, register, settle, start_account_server
 from sso_harness import make_settings, start, stop
 
 from sso import logs

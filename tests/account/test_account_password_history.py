@@ -6,8 +6,18 @@ import json
 import secrets
 
 import grpc
-from account_helpers import STRONG, account, auth, bearer, expect_error, login, reason_of, register
-from conftest import SmtpSink, settle
+from account_helpers import (
+    STRONG,
+    SmtpSink,
+    account,
+    auth,
+    bearer,
+    expect_error,
+    login,
+    reason_of,
+    register,
+    settle,
+)
 from sso_harness import Running
 
 from sso_proto.sso.v1 import account_pb2, auth_pb2

@@ -13,8 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
-from account_helpers import STRONG, account, auth, bearer, expect_error, login, reason_of, register
-from conftest import SmtpSink, settle, start_account_server
+from account_helpers import (
+    STRONG,
+    SmtpSink,
+    account,
+    auth,
+    bearer,
+    expect_error,
+    login,
+    reason_of,
+    register,
+    settle,
+    start_account_server,
+)
 from sqlalchemy import select
 from sso_harness import Running, stop
 

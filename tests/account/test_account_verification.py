@@ -9,8 +9,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from account_helpers import STRONG, account, auth, expect_error, login, reason_of, register
-from conftest import SmtpSink, settle, start_account_server
+from account_helpers import (
+    STRONG,
+    SmtpSink,
+    account,
+    auth,
+    expect_error,
+    login,
+    reason_of,
+    register,
+    settle,
+    start_account_server,
+)
 from sso_harness import Running, stop
 
 from sso_proto.sso.v1 import account_pb2, auth_pb2

@@ -209,7 +209,7 @@ async def test_export_user_has_every_section_and_no_secret(env: AdminEnv) -> Non
     doc = json.loads(exported.json)
     assert doc["user_id"] == uid and doc["format"] == "sso.user-export/v1"
     sections = doc["sections"]
-    assert set(env.running.container.bundle.exporter.sections) <= set(sections)
+    assert set(env.running.container.bundle.lifecycle.exporter.sections) <= set(sections)
     assert sections["profile"]["email"] == email
     assert sections["profile"]["password_scheme"] == "argon2id"
     assert len(sections["sessions"]) == 1 and sections["sessions"][0]["session"].startswith(

@@ -184,7 +184,7 @@ async def test_export_section_has_the_status_only(tf_server_db: Running) -> None
     await c.verify_call(await c.challenge(), backup=c.backup_codes[0])
     user = await tf_server_db.container.auth.users.get_by_email(c.email)
     assert user is not None
-    exporter = tf_server_db.container.bundle.exporter  # type: ignore[attr-defined]
+    exporter = tf_server_db.container.bundle.lifecycle.exporter  # type: ignore[union-attr]
     section = (await exporter.export(user.id))["two_factor"]
     assert section["totp_enabled"] is True and section["backup_codes_remaining"] == 9
     assert section["enrolled_at"]

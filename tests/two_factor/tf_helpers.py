@@ -1,4 +1,5 @@
-"""Client-side helpers for the two-factor tests: a user with TOTP on, codes, errors."""
+"""Client-side helpers for the two-factor tests: a user with TOTP on, codes, errors
+(`reason_of` and `expect_error` are the API tests' own, from `tests/api/api_helpers.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from api_helpers import expect_error, reason_of
 from sso_harness import Running
 
 from sso.security.totp import hotp
@@ -22,28 +23,14 @@ ARABIC_DIGITS = "".join(chr(0x0660 + d) for d in range(10))
 FULLWIDTH_DIGITS = "".join(chr(0xFF10 + d) for d in range(10))
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return str(info.reason)
-    return ""
-
-
 async def expect(
     call: Any, code: grpc.StatusCode, reason: str | None = None
 ) -> grpc.aio.AioRpcError:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == code, (error.code(), error.details(), reason_of(error))
-        if reason is not None:
-            assert reason_of(error) == reason, (reason_of(error), error.details())
-        return error
-    raise AssertionError(f"expected {code.name}, the call succeeded")
+    """`api_helpers.expect_error`, and the ErrorInfo reason when one is given."""
+    error = await expect_error(call, code)
+    if reason is not None:
+        assert reason_of(error) == reason, (reason_of(error), error.details())
+    return error
 
 
 class FakeClock:

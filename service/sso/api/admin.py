@@ -21,8 +21,7 @@ def _unix(value: datetime | None) -> int:
 
 def app_message(info: AppInfo, now: datetime) -> admin_pb2.App:
     app = info.app
-    expires = app.previous_secret_expires_at
-    live_previous = app.previous_secret is not None and expires is not None and expires > now
+    live_previous = len(app.secrets_at(now)) > 1  # the previous secret still works
     return admin_pb2.App(
         app_id=app.id,
         name=app.name,
@@ -32,7 +31,7 @@ def app_message(info: AppInfo, now: datetime) -> admin_pb2.App:
         created_at=_unix(app.created_at),
         updated_at=_unix(info.updated_at),
         secret_rotated_at=_unix(info.secret_rotated_at),
-        previous_secret_expires_at=_unix(expires) if live_previous else 0,
+        previous_secret_expires_at=_unix(app.previous_secret_expires_at) if live_previous else 0,
     )
 
 

@@ -35,7 +35,6 @@ from sso.api.v1 import AuthV1, SessionsV1
 from sso.config import AdminSettings, ObservabilitySettings, ServerSettings
 from sso.domain.admin import AdminService
 from sso.domain.auth import AuthService
-from sso.domain.export import UserExport
 from sso.domain.ports import AccessTokenIssuer, LegacyTokens
 from sso.domain.sessions import SessionService
 from sso.domain.two_factor import TwoFactorService
@@ -75,8 +74,6 @@ class ServiceBundle:
     admin_settings: AdminSettings = field(default_factory=AdminSettings)
     # TOTP second factor (sso.v1.Auth/VerifyMfa, the two-factor half of sso.v1.Account).
     two_factor: TwoFactorService | None = None
-    # The GDPR export registry (sso.domain.export), for servicers that export a user's data.
-    exporter: UserExport = field(default_factory=UserExport)
     # The lifecycle half of sso.v1.Account (verification, reset, history, export).
     lifecycle: Lifecycle | None = None
 

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sso import logs
 from sso.config import Settings
@@ -102,15 +102,12 @@ async def _apps(args: argparse.Namespace) -> int:
 
 
 async def _maintenance(args: argparse.Namespace) -> int:
-    from sso.app import Container
+    from sso.app import Container, cleanup_once
 
     container = await Container.build(_settings())
     try:
-        removed = await container.auth.sessions.cleanup(
-            datetime.now(UTC), keep_revoked_for=timedelta(seconds=args.keep_revoked)
-        )
-        if container.bundle.two_factor is not None:  # used and expired MFA challenges
-            removed += await container.bundle.two_factor.repo.cleanup(datetime.now(UTC))
+        keep = timedelta(seconds=args.keep_revoked)
+        removed = await cleanup_once(container, keep_revoked_for=keep)
         print(json.dumps({"removed_rows": removed}))
         return 0
     finally:
@@ -143,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=lambda a: asyncio.run(_apps(a)))
 
-    p = sub.add_parser("maintenance", help="delete expired sessions and refresh tokens")
+    p = sub.add_parser(
+        "maintenance", help="delete expired sessions, refresh tokens, MFA challenges and links"
+    )
     p.add_argument("--keep-revoked", type=float, default=86400.0, help="seconds")
     p.set_defaults(func=lambda a: asyncio.run(_maintenance(a)))
 

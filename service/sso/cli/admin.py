@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from sso.cli.client import _reason
+from sso.cli.client import report_error
 from sso_proto.sso.v1 import admin_pb2, admin_pb2_grpc
 
 Build = Callable[[argparse.Namespace], Message]
@@ -204,14 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 response = call(request, metadata=metadata, timeout=args.timeout)
                 _show(response)
         except grpc.RpcError as error:
-            failed: Any = error
-            report = {
-                "code": failed.code().name,
-                "message": failed.details(),
-                "reason": _reason(error),
-            }
-            print(json.dumps(report), file=sys.stderr)
-            return 1
+            return report_error(error)
     if args.method in ("CreateApp", "RotateAppSecret"):
         print("store the secret now: it is never shown again", file=sys.stderr)
     return 0

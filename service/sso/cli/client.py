@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def prompt_secret(value: str | None, prompt: str, env: str = "SSO_CLIENT_PASSWORD") -> str:
+    """The option's value, else `$env`, else asked for without echo."""
+    if value is not None:
+        return str(value)
+    return os.environ.get(env) or getpass.getpass(prompt)
+
+
 def _password(args: argparse.Namespace) -> str:
-    if args.password is not None:
-        return str(args.password)
-    return os.environ.get("SSO_CLIENT_PASSWORD") or getpass.getpass("password: ")
+    return prompt_secret(args.password, "password: ")
 
 
 def _load() -> dict[str, Any]:
@@ -76,11 +82,18 @@ def _load() -> dict[str, Any]:
     return data
 
 
+def write_private(path: Path, data: bytes) -> Path:
+    """Write a file readable by the owner only (tokens, a QR code holding a TOTP secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return path.resolve()
+
+
 def _save(tokens: auth_pb2.TokenPair) -> None:
-    STATE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(STATE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(MessageToDict(tokens, preserving_proto_field_name=True), fh)
+    pair = MessageToDict(tokens, preserving_proto_field_name=True)
+    write_private(STATE, json.dumps(pair).encode())
 
 
 def _show(message: Message) -> None:
@@ -103,16 +116,40 @@ def _reason(error: grpc.RpcError) -> str:
     return ""
 
 
-def run(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+def report_error(error: grpc.RpcError) -> int:
+    """Print a failed call's code, message and reason as JSON on stderr; the exit status."""
+    call: Any = error
+    report = {"code": call.code().name, "message": call.details(), "reason": _reason(error)}
+    print(json.dumps(report), file=sys.stderr)
+    return 1
+
+
+def call_service(target: str, dispatch: Callable[[grpc.Channel], None]) -> int:
+    """Run `dispatch` on a channel to `target`; a gRPC error is reported, exit status 1."""
+    with grpc.insecure_channel(target) as channel:
         try:
-            _dispatch(args, channel)
+            dispatch(channel)
         except grpc.RpcError as error:
-            call: Any = error
-            report = {"code": call.code().name, "message": call.details(), "reason": _reason(error)}
-            print(json.dumps(report), file=sys.stderr)
-            return 1
+            return report_error(error)
     return 0
+
+
+def subcommands(
+    client_parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]
+) -> Callable[[str, str], argparse.ArgumentParser]:
+    """For modules that add commands to `sso client`: `command(name, help)` → its parser."""
+    csub = next(a for a in client_parser._actions if isinstance(a, argparse._SubParsersAction))
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        c: argparse.ArgumentParser = csub.add_parser(name, help=text)
+        c.set_defaults(func=run)
+        return c
+
+    return command
+
+
+def run(args: argparse.Namespace) -> int:
+    return call_service(args.target, lambda channel: _dispatch(args, channel))
 
 
 def _dispatch(args: argparse.Namespace, channel: grpc.Channel) -> None:

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import grpc
-
-from sso.cli.client import _bearer, _reason, _show
+from sso.cli.client import _bearer, _show, call_service, prompt_secret, subcommands
 from sso_proto.sso.v1 import account_pb2, account_pb2_grpc
 
 LINK = re.compile(r"https?://\S+?token=[A-Za-z0-9_\-%]+")
@@ -36,12 +32,7 @@ LINK = re.compile(r"https?://\S+?token=[A-Za-z0-9_\-%]+")
 
 def register(client_parser: argparse.ArgumentParser) -> None:
     """Add the account subcommands to the `sso client` parser."""
-    csub = next(a for a in client_parser._actions if isinstance(a, argparse._SubParsersAction))
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        c: argparse.ArgumentParser = csub.add_parser(name, help=text)
-        c.set_defaults(func=run)
-        return c
+    command = subcommands(client_parser, run)
 
     def from_outbox(c: argparse.ArgumentParser) -> None:
         c.add_argument("token", nargs="?", default="", help="the token from the mailed link")
@@ -115,14 +106,6 @@ def _token(args: argparse.Namespace, kind: str) -> str:
     return str(args.token)
 
 
-def _secret(value: str | None, prompt: str, env: str) -> str:
-    if value is not None:
-        return value
-    import getpass
-
-    return os.environ.get(env) or getpass.getpass(prompt)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.client_command == "outbox":
         for path, message in outbox_mails(args.email):
@@ -139,15 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    with grpc.insecure_channel(args.target) as channel:
-        try:
-            _dispatch(args, account_pb2_grpc.AccountStub(channel))
-        except grpc.RpcError as error:
-            call: Any = error
-            report = {"code": call.code().name, "message": call.details(), "reason": _reason(error)}
-            print(json.dumps(report), file=sys.stderr)
-            return 1
-    return 0
+    return call_service(
+        args.target, lambda channel: _dispatch(args, account_pb2_grpc.AccountStub(channel))
+    )
 
 
 def _dispatch(args: argparse.Namespace, stub: account_pb2_grpc.AccountStub) -> None:
@@ -163,13 +140,13 @@ def _dispatch(args: argparse.Namespace, stub: account_pb2_grpc.AccountStub) -> N
         print("if that address has an account, a reset link is on its way")
     elif command == "reset-password":
         token = _token(args, "password_reset")
-        password = _secret(args.password, "new password: ", "SSO_CLIENT_PASSWORD")
+        password = prompt_secret(args.password, "new password: ")
         request = account_pb2.ResetPasswordRequest(token=token, new_password=password)
         _show(stub.ResetPassword(request))
         print("password changed; every session was signed out: log in again", file=sys.stderr)
     elif command == "change-password":
-        current = _secret(args.current, "current password: ", "SSO_CLIENT_PASSWORD")
-        new = _secret(args.new, "new password: ", "SSO_CLIENT_NEW_PASSWORD")
+        current = prompt_secret(args.current, "current password: ")
+        new = prompt_secret(args.new, "new password: ", "SSO_CLIENT_NEW_PASSWORD")
         request_change = account_pb2.ChangePasswordRequest(
             current_password=current, new_password=new
         )

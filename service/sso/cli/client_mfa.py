@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
-import os
-import sys
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-from sso.cli.client import _bearer, _password, _reason, _save, _show
+from sso.cli.client import (
+    _bearer,
+    _password,
+    _save,
+    _show,
+    call_service,
+    subcommands,
+    write_private,
+)
 from sso_proto.sso.v1 import account_pb2, account_pb2_grpc, auth_pb2, auth_pb2_grpc
 
 DEFAULT_QR = Path(".sso/totp-qr.png")
@@ -33,12 +37,7 @@ DEFAULT_QR = Path(".sso/totp-qr.png")
 
 def register(client_parser: argparse.ArgumentParser) -> None:
     """Add the two-factor subcommands to the `sso client` parser."""
-    csub = next(a for a in client_parser._actions if isinstance(a, argparse._SubParsersAction))
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        c: argparse.ArgumentParser = csub.add_parser(name, help=text)
-        c.set_defaults(func=run)
-        return c
+    command = subcommands(client_parser, run)
 
     def factor(c: argparse.ArgumentParser) -> None:
         group = c.add_mutually_exclusive_group()
@@ -76,25 +75,8 @@ def _code(args: argparse.Namespace) -> dict[str, str]:
     return {"totp_code": code.strip()}
 
 
-def write_png(path: Path, data: bytes) -> Path:
-    """Write the QR code readable by the owner only (it holds the TOTP secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    return path.resolve()
-
-
 def run(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
-        try:
-            _dispatch(args, channel)
-        except grpc.RpcError as error:
-            call: Any = error
-            report = {"code": call.code().name, "message": call.details(), "reason": _reason(error)}
-            print(json.dumps(report), file=sys.stderr)
-            return 1
-    return 0
+    return call_service(args.target, lambda channel: _dispatch(args, channel))
 
 
 def _dispatch(args: argparse.Namespace, channel: grpc.Channel) -> None:
@@ -105,7 +87,7 @@ def _dispatch(args: argparse.Namespace, channel: grpc.Channel) -> None:
         begun = account.BeginTotpEnrollment(
             account_pb2.BeginTotpEnrollmentRequest(password=_password(args)), metadata=_bearer()
         )
-        where = write_png(args.qr_file, begun.qr_png)
+        where = write_private(args.qr_file, begun.qr_png)  # it holds the TOTP secret
         print(f"QR code written to {where} (scan it, then delete the file)")
         print(f"secret (to type in instead): {begun.secret}")
         print(f"otpauth URI: {begun.otpauth_uri}")

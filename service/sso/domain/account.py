@@ -310,16 +310,14 @@ class AccountService:
         return revoked
 
     async def _end_sessions(self, user_id: int, *, keep: str | None, reason: str) -> int:
-        now = self.auth.clock()
-        revoked = await self.auth.sessions.revoke_all(user_id, reason=reason, now=now, keep=keep)
-        await self.auth.end_sessions([s.id for s in revoked], now)
+        revoked = await self.auth.revoke_all_sessions(user_id, reason=reason, keep=keep)
         if revoked:
             await self.auth.events.emit(
                 SecurityEvent.SESSION_REVOKED,
                 user_id=user_id,
-                details={"reason": reason, "count": len(revoked)},
+                details={"reason": reason, "count": revoked},
             )
-        return len(revoked)
+        return revoked
 
     def _notify_changed(self, email: str, how: str, revoked: int) -> None:
         values = {

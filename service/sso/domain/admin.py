@@ -296,7 +296,7 @@ class AdminService:
         note = check_text(reason, "reason", required=False, max_chars=500)
         if not await self.store.set_admin_lock(user_id, True):
             raise NotFound(USER_NOT_FOUND, reason="USER_NOT_FOUND")
-        revoked = await self._end_user_sessions(user_id, "admin_locked")
+        revoked = await self.auth.revoke_all_sessions(user_id, reason="admin_locked")
         info = await self._user(user_id)
         await self.audit(
             actor,
@@ -346,15 +346,9 @@ class AdminService:
             change=describe_change(sessions_ended=len(live)),
         )
 
-    async def _end_user_sessions(self, user_id: int, reason: str) -> int:
-        now = self.now()
-        revoked = await self.auth.sessions.revoke_all(user_id, reason=reason, now=now)
-        await self.auth.end_sessions([s.id for s in revoked], now)
-        return len(revoked)
-
     async def revoke_user_sessions(self, actor: Actor, user_id: int) -> int:
         await self._user(user_id)
-        revoked = await self._end_user_sessions(user_id, "admin_revoked")
+        revoked = await self.auth.revoke_all_sessions(user_id, reason="admin_revoked")
         await self.audit(
             actor,
             "revoke_user_sessions",

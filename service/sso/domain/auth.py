@@ -503,3 +503,15 @@ class AuthService:
         until = now + self.policy.access_ttl + timedelta(seconds=60)
         for sid in session_ids:
             await self.denylist.add(sid, until)
+
+    async def revoke_all_sessions(
+        self, user_id: int, *, reason: str, keep: str | None = None
+    ) -> int:
+        """Revoke every live session of a user but `keep` and denylist them; how many ended.
+
+        No event: each caller audits the revocation in its own words.
+        """
+        now = self.clock()
+        revoked = await self.sessions.revoke_all(user_id, reason=reason, now=now, keep=keep)
+        await self.end_sessions([s.id for s in revoked], now)
+        return len(revoked)

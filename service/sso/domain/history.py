@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -106,18 +106,7 @@ class HistoryService:
 
     async def _login_succeeded(self, record: LoginRecord) -> None:
         dh = device_hash(record.user_agent, record.device_name)
-        await self.history.record(
-            LoginRecord(
-                user_id=record.user_id,
-                ts=record.ts,
-                result=record.result,
-                ip=record.ip,
-                user_agent=record.user_agent,
-                device_name=record.device_name,
-                app_id=record.app_id,
-                device_hash=dh,
-            )
-        )
+        await self.history.record(replace(record, device_hash=dh))
         new, known_before = await self.history.remember_device(
             record.user_id, dh, record.user_agent, record.device_name, record.ts
         )

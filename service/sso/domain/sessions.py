@@ -41,15 +41,13 @@ class SessionService:
         return True
 
     async def revoke_all(self, caller: AccessClaims, *, keep_current: bool) -> int:
-        now = self.auth.clock()
         keep = caller.session_id if keep_current else None
-        revoked = await self.auth.sessions.revoke_all(
-            caller.user_id, reason="user_revoked_all", now=now, keep=keep
+        revoked = await self.auth.revoke_all_sessions(
+            caller.user_id, reason="user_revoked_all", keep=keep
         )
-        await self.auth.end_sessions([s.id for s in revoked], now)
         await self.auth.events.emit(
             SecurityEvent.SESSION_REVOKED,
             user_id=caller.user_id,
-            details={"reason": "user_revoked_all", "count": len(revoked)},
+            details={"reason": "user_revoked_all", "count": revoked},
         )
-        return len(revoked)
+        return revoked

@@ -285,13 +285,13 @@ class TwoFactorService:
 
     async def export_section(self, user_id: int) -> object:
         """The user's data export: the status only, never the secret or the codes."""
-        status = await self.status(user_id)
         state = await self.repo.get(user_id)
+        enabled = state is not None and state.enabled
         enabled_at = state.enabled_at if state is not None else None
         return {
-            "totp_enabled": status.enabled,
+            "totp_enabled": enabled,
             "enrolled_at": enabled_at.isoformat() if enabled_at is not None else None,
-            "backup_codes_remaining": status.backup_codes_remaining,
+            "backup_codes_remaining": await self.repo.backup_codes_left(user_id) if enabled else 0,
         }
 
     # -- checking a factor ------------------------------------------------------------------
@@ -375,17 +375,15 @@ class TwoFactorService:
         return state
 
     async def _end_other_sessions(self, caller: AccessClaims, reason: str) -> int:
-        now = self.auth.clock()
-        revoked = await self.auth.sessions.revoke_all(
-            caller.user_id, reason=reason, now=now, keep=caller.session_id
+        revoked = await self.auth.revoke_all_sessions(
+            caller.user_id, reason=reason, keep=caller.session_id
         )
-        await self.auth.end_sessions([s.id for s in revoked], now)
         await self._emit(
             SecurityEvent.SESSION_REVOKED,
             caller.user_id,
-            details={"reason": reason, "count": len(revoked)},
+            details={"reason": reason, "count": revoked},
         )
-        return len(revoked)
+        return revoked
 
     @staticmethod
     def _malformed(kind: str) -> InvalidArgument:
