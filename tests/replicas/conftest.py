@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for extra in (ROOT, ROOT / "tests" / "api"):  # bench.servers, sso_harness
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+HARNESS = Path(__file__).resolve().parents[1] / "api"  # sso_harness (bench: pytest pythonpath)
+if str(HARNESS) not in sys.path:
+    sys.path.insert(0, str(HARNESS))
 
 from pg_pair import Pair, StandbyServer, start_primary  # noqa: E402
 from sso_harness import Running, make_settings, start, stop  # noqa: E402

@@ -16,14 +16,14 @@ closed, in one place:
   leeway is at most 60 s.
 
 Signatures are made and checked by `sso.security.jws` directly on
-`cryptography` (PyJWT cost ~3x the signature itself); every exception on the way
-is translated in `_translate` into `TokenExpired` or `TokenError` with the
-generic message of `sso.errors`; no token content ever reaches a message.
+`cryptography` (PyJWT's `decode_complete` costs ~2x a bare `jws.verify`: ~48
+vs ~22 us for RS256 in `python -m bench.jws`); every exception on the way is
+translated in `_translate` into `TokenExpired` or `TokenError` with the generic
+message of `sso.errors`; no token content ever reaches a message.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -70,8 +70,7 @@ def _peek_header(token: str) -> dict[str, Any]:
     """The unverified header, parsed once (PyJWT would parse the whole token twice)."""
     if not _COMPACT.fullmatch(token):
         raise TokenError()
-    segment = token.split(".", 1)[0]
-    header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    header = json.loads(jws.b64url_decode(token.split(".", 1)[0]))
     if not isinstance(header, dict):
         raise TokenError()
     return header

@@ -17,7 +17,6 @@ concurrent requests cannot both see room for one more mail.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -25,7 +24,7 @@ from sqlalchemy import delete, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sso.domain.account_models import AccountTokenInfo, Purpose
-from sso.storage._sql import autocommit
+from sso.storage._sql import autocommit, sqlite_writer
 from sso.storage.errors import translated
 from sso.storage.tables import account_tokens as t
 from sso.storage.tables import users
@@ -41,7 +40,7 @@ class SqlAccountTokens:
         self._auto = autocommit(engine)
         self._pg = engine.dialect.name == "postgresql"
         # SQLite: queue this process's writers instead of busy-polling the file lock.
-        self._sqlite_writer = asyncio.Lock()
+        self._writer = sqlite_writer(engine)
 
     async def _spend(
         self, conn: AsyncConnection, token_hash: bytes, purpose: Purpose, now: datetime
@@ -80,7 +79,7 @@ class SqlAccountTokens:
         expires_at: datetime,
         max_per_hour: int,
     ) -> bool:
-        async with self._sqlite_or_nothing(), self._engine.begin() as conn:
+        async with self._writer, self._engine.begin() as conn:
             if self._pg:  # serialise issuers per user: the count below then holds
                 await conn.execute(
                     select(users.c.id).where(users.c.id == user_id).with_for_update()
@@ -110,9 +109,6 @@ class SqlAccountTokens:
             )
         return True
 
-    def _sqlite_or_nothing(self) -> asyncio.Lock | _NoLock:
-        return _NoLock() if self._pg else self._sqlite_writer
-
     @translated
     async def peek(self, token_hash: bytes, purpose: Purpose, now: datetime) -> int | None:
         stmt = select(t.c.user_id).where(
@@ -127,7 +123,7 @@ class SqlAccountTokens:
 
     @translated
     async def verify_email(self, token_hash: bytes, now: datetime) -> int | None:
-        async with self._sqlite_or_nothing(), self._engine.begin() as conn:
+        async with self._writer, self._engine.begin() as conn:
             user_id = await self._spend(conn, token_hash, Purpose.VERIFY_EMAIL, now)
             if user_id is None:
                 return None
@@ -143,7 +139,7 @@ class SqlAccountTokens:
     async def reset_password(
         self, token_hash: bytes, now: datetime, password_hash: str
     ) -> int | None:
-        async with self._sqlite_or_nothing(), self._engine.begin() as conn:
+        async with self._writer, self._engine.begin() as conn:
             user_id = await self._spend(conn, token_hash, Purpose.RESET_PASSWORD, now)
             if user_id is None:
                 return None
@@ -166,7 +162,7 @@ class SqlAccountTokens:
 
     @translated
     async def change_password(self, user_id: int, password_hash: str, now: datetime) -> None:
-        async with self._sqlite_or_nothing(), self._engine.begin() as conn:
+        async with self._writer, self._engine.begin() as conn:
             await conn.execute(
                 update(users)
                 .where(users.c.id == user_id)
@@ -195,13 +191,3 @@ class SqlAccountTokens:
         async with self._auto.connect() as conn:
             result = await conn.execute(stmt)
         return int(result.rowcount or 0)
-
-
-class _NoLock:
-    """An async context manager that does nothing (PostgreSQL needs no process lock)."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, select, text, update
+from sqlalchemy import RowMapping, Select, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sso.domain.admin import AppInfo
@@ -158,21 +158,25 @@ class SqlAppRepository:
             raise AlreadyExists("app name already taken", reason="APP_NAME_TAKEN")
         return self._info(row._mapping)
 
+    async def _lookup(self, stmt: Select[Any]) -> RowMapping | None:
+        """One app row from a replica; not there, from the primary (not yet replayed? an
+        app created a moment ago must be usable at once)."""
+        row = await self._reads.first(stmt)
+        if row is None and self._reads.replicas:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(stmt)).first()
+        return None if row is None else row._mapping
+
     @translated
     async def get(self, app_id: int) -> App | None:
-        info = await self.get_info(app_id)
-        return None if info is None else info.app
+        # Replica: every Login looks its app up; in front sit the app caches (appcache.py).
+        m = await self._lookup(select(*_COLUMNS).where(apps.c.id == app_id))
+        return None if m is None else self._app(m)
 
     @translated
     async def get_info(self, app_id: int) -> AppInfo | None:
-        # Replica: every Login looks its app up; in front sit the app caches (appcache.py).
-        stmt = select(*_COLUMNS).where(apps.c.id == app_id)
-        row: Any = await self._reads.first(stmt)
-        if row is None and self._reads.replicas:
-            # Not yet replayed? An app created a moment ago must be usable at once.
-            async with self._engine.connect() as conn:
-                row = (await conn.execute(stmt)).first()
-        return None if row is None else self._info(row._mapping)
+        m = await self._lookup(select(*_COLUMNS).where(apps.c.id == app_id))
+        return None if m is None else self._info(m)
 
     @translated
     async def get_sealed(self, app_id: int) -> dict[str, object] | None:
@@ -212,12 +216,8 @@ class SqlAppRepository:
 
     @translated
     async def get_by_name(self, name: str) -> App | None:
-        stmt = select(*_COLUMNS).where(apps.c.name == name)
-        row: Any = await self._reads.first(stmt)  # replica; not found there → the primary
-        if row is None and self._reads.replicas:
-            async with self._engine.connect() as conn:
-                row = (await conn.execute(stmt)).first()
-        return None if row is None else self._app(row._mapping)
+        m = await self._lookup(select(*_COLUMNS).where(apps.c.name == name))
+        return None if m is None else self._app(m)
 
     @translated
     async def list(self) -> Sequence[App]:

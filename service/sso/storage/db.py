@@ -144,9 +144,9 @@ def create_engine_for(url: str, settings: DatabaseSettings) -> AsyncEngine:
 class Database:
     """The engines of one process: the primary, and the router for lag-tolerant reads.
 
-    `primary` takes every write and every read that decides security; `reader()`
-    (or the `reads` router's `first/all/scalar/run`) serves reads that may be a few
-    seconds stale from a healthy replica (docs/architecture.md, read routing).
+    `primary` takes every write and every read that decides security; the `reads`
+    router's `first/all/scalar/run` serve reads that may be a few seconds stale from a
+    healthy replica (docs/architecture.md, read routing).
     """
 
     def __init__(self, primary: AsyncEngine, reads: ReadRouter | None = None) -> None:
@@ -164,10 +164,6 @@ class Database:
     @property
     def engine(self) -> AsyncEngine:
         return self.primary
-
-    def reader(self) -> AsyncEngine:
-        """An AUTOCOMMIT engine for one lag-tolerant read: a healthy replica, else the primary."""
-        return self.reads.reader()
 
     @property
     def is_sqlite(self) -> bool:

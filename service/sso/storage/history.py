@@ -10,16 +10,14 @@ from one device still count it once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Insert, RowMapping, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sso.domain.account_models import KnownDevice, LoginRecord, LoginResult
-from sso.storage._sql import autocommit
+from sso.storage._sql import autocommit, insert_or_nothing, sqlite_writer
 from sso.storage.errors import translated
 from sso.storage.replicas import ReadRouter
 from sso.storage.tables import known_devices as d
@@ -48,13 +46,8 @@ class SqlLoginHistory:
         # The user's own history and device list may be seconds stale: replica reads.
         self._reads = reads or ReadRouter(engine)
         self._auto = autocommit(engine)
-        self._sqlite_writer: asyncio.Lock | None = (
-            asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        )
-        insert_fn = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._remember: Insert = insert_fn(d).on_conflict_do_nothing(
-            index_elements=["user_id", "device_hash"]
-        )
+        self._writer = sqlite_writer(engine)
+        self._remember = insert_or_nothing(engine, d, "user_id", "device_hash")
 
     @translated
     async def record(self, entry: LoginRecord) -> None:
@@ -68,11 +61,7 @@ class SqlLoginHistory:
             "app_id": entry.app_id,
             "device_hash": entry.device_hash,
         }
-        if self._sqlite_writer is None:
-            async with self._auto.connect() as conn:
-                await conn.execute(insert(h).values(**values))
-            return
-        async with self._sqlite_writer, self._auto.connect() as conn:
+        async with self._writer, self._auto.connect() as conn:
             await conn.execute(insert(h).values(**values))
 
     @translated
@@ -103,8 +92,7 @@ class SqlLoginHistory:
             first_seen_at=now,
             last_seen_at=now,
         ).returning(d.c.device_hash)
-        lock = self._sqlite_writer or asyncio.Lock()
-        async with lock, self._engine.begin() as conn:
+        async with self._writer, self._engine.begin() as conn:
             inserted = (await conn.execute(stmt)).first() is not None
             if not inserted:
                 await conn.execute(

@@ -103,11 +103,6 @@ class ReadRouter:
     def healthy(self) -> list[ReplicaState]:
         return [r for r in self.replicas if r.healthy]
 
-    def reader(self) -> AsyncEngine:
-        """An AUTOCOMMIT engine for one lag-tolerant read: a healthy replica, else the primary."""
-        chosen = self._pick()
-        return self._primary_auto if chosen is None else chosen.engine
-
     def _pick(self) -> ReplicaState | None:
         healthy = self.healthy()
         if not healthy:
