@@ -54,13 +54,28 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 async def get_instance(namespace: str, name: str) -> dict[str, Any] | None:
     """The SSOInstance, or None when it does not exist."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/ssoinstances/{name}"
-    try:
-        async with kube.api_call(f"get SSOInstance {namespace}/{name}", missing_ok=True):
-            found: dict[str, Any] = await kube.request("GET", path)
-            return found
-    except kube.NotFoundError:
-        return None
+    return await kube.get(f"{GROUP}/{VERSION}", "SSOInstance", namespace, name)
+
+
+def instance_connection(instance: Mapping[str, Any], config: OperatorConfig) -> logic.Connection:
+    """Where the instance answers (its status, else its name and spec; or the override)."""
+    meta = instance["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    return logic.instance_connection(
+        name=name,
+        namespace=namespace,
+        instance_spec=instance.get("spec") or {},
+        instance_status=instance.get("status") or {},
+        endpoint_override=config.grpc_endpoint(name, namespace, ""),
+    )
+
+
+async def admin_client(
+    instance: Mapping[str, Any], connection: logic.Connection, config: OperatorConfig
+) -> sso_admin.AdminClient:
+    """An Admin API client of the instance, with its admin token."""
+    token = await admin_token(instance)
+    return sso_admin.AdminClient(connection.endpoint, token, timeout=config.admin_timeout)
 
 
 async def admin_token(instance: Mapping[str, Any]) -> str:
@@ -203,13 +218,7 @@ async def reconcile(
     instance_ok = Condition(
         conditions.INSTANCE_READY, "True", "InstanceReady", f"SSOInstance {instance_key} is Ready"
     )
-    connection = logic.instance_connection(
-        name=parsed.instance_ref.name,
-        namespace=ref_namespace,
-        instance_spec=instance.get("spec") or {},
-        instance_status=instance.get("status") or {},
-        endpoint_override=config.grpc_endpoint(parsed.instance_ref.name, ref_namespace, ""),
-    )
+    connection = instance_connection(instance, config)
     existing = await kube.get("v1", "Secret", namespace, secret_name)
     if existing is not None and not owned_by(existing, uid):
         message = f"Secret {namespace}/{secret_name} exists and is not owned by this ClientApp"
@@ -223,8 +232,7 @@ async def reconcile(
         raise kopf.TemporaryError(message, delay=SECRET_CONFLICT_DELAY)
 
     try:
-        token = await admin_token(instance)
-        client = sso_admin.AdminClient(connection.endpoint, token, timeout=config.admin_timeout)
+        client = await admin_client(instance, connection, config)
         return await _converge(
             body=body,
             parsed=parsed,
@@ -406,15 +414,7 @@ async def unregister(
         logger.info(f"SSOInstance {ref_namespace}/{ref_name} is gone; app {app_id} went with it")
     elif instance is not None:
         config = OperatorConfig.from_env()
-        connection = logic.instance_connection(
-            name=ref_name,
-            namespace=ref_namespace,
-            instance_spec=instance.get("spec") or {},
-            instance_status=instance.get("status") or {},
-            endpoint_override=config.grpc_endpoint(ref_name, ref_namespace, ""),
-        )
-        token = await admin_token(instance)
-        client = sso_admin.AdminClient(connection.endpoint, token, timeout=config.admin_timeout)
+        client = await admin_client(instance, instance_connection(instance, config), config)
         deleted = await client.delete_app(app_id)
         logger.info(f"app {app_id} {'deleted' if deleted else 'was already gone'}")
     secret_name = status.get("secretName") or names.credentials_secret(

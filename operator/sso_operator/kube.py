@@ -9,8 +9,8 @@ once, here, keeps reconcilers free of HTTP status codes, and keeps every other
 module free of API clients (they build manifests; this module sends them).
 
 It also holds the operator's own small API client (:func:`apply` for
-server-side apply, :func:`get`, :func:`create`, :func:`delete`, …), built from
-the credentials kopf logged in with.
+server-side apply, :func:`get`, :func:`create`, :func:`replace`,
+:func:`delete`, …), built from the credentials kopf logged in with.
 """
 
 from __future__ import annotations
@@ -349,6 +349,20 @@ async def create(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
         raise translate(error, action) from error
     return created
+
+
+async def replace(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace (PUT) the object; ``metadata.resourceVersion`` makes it a compare-and-swap.
+
+    A 409 means someone wrote the object since it was read: a temporary error.
+    """
+    meta = manifest["metadata"]
+    path = _path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    async with api_call(f"replace {describe(manifest['kind'], meta['namespace'], meta['name'])}"):
+        result: dict[str, Any] = await request(
+            "PUT", path, body=manifest, params={"fieldManager": FIELD_MANAGER}
+        )
+    return result
 
 
 async def merge_patch(

@@ -18,17 +18,14 @@ import asyncio
 import base64
 import json
 import secrets
-import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import kopf
 import pytest
 from kopf.testing import KopfRunner
 
@@ -40,22 +37,22 @@ for _sub in ("api", "k8s"):
 if str(REPO / "e2e") not in sys.path:
     sys.path.append(str(REPO / "e2e"))
 
+from operator_support import (  # noqa: E402
+    CLIENTAPP_CRD,
+    apply_crd,
+    condition,
+    free_port,
+    get_or_none,
+    kopf_operator,
+    wait_for,
+)
 from sso_harness import Running, make_settings, start, stop  # noqa: E402
 
 from sso.config import AdminSettings, ServerSettings, TokenSettings  # noqa: E402
 from sso_proto.sso.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc  # noqa: E402
 
 T = TypeVar("T")
-WAIT_S = 60.0
 PASSWORD = "correct horse battery staple"
-CLIENTAPP_CRD = REPO / "crds" / "sso.dev_clientapps.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServiceThread:
@@ -159,48 +156,14 @@ def new_email(tag: str) -> str:
 
 
 @contextmanager
-def operator(namespace: str, monkeypatch: pytest.MonkeyPatch, overrides: str) -> Iterator[Any]:
+def operator(
+    namespace: str, monkeypatch: pytest.MonkeyPatch, overrides: str
+) -> Iterator[KopfRunner]:
     """sso-operator for one namespace, mapping instances to host processes; must exit cleanly."""
-    monkeypatch.setenv("SSO_OPERATOR_BACKOFF", "1")
-    monkeypatch.setenv("SSO_OPERATOR_WATCH_TIMEOUT", "10")
-    monkeypatch.setenv("SSO_OPERATOR_LOG_FORMAT", "plain")
-    monkeypatch.setenv("SSO_OPERATOR_ENDPOINT_OVERRIDES", overrides)
-    monkeypatch.setenv("SSO_OPERATOR_CLIENTAPP_RESYNC", "1")
-    settings = kopf.OperatorSettings()
-    settings.execution.default_backoff = 1
-    settings.watching.server_timeout = 10
-    args = ["run", "--standalone", "--namespace", namespace, "--verbose"]
-    args += [f"--liveness=http://127.0.0.1:{free_port()}/healthz", "-m", "sso_operator.handlers"]
-    with KopfRunner(args, timeout=60, settings=settings) as runner:
+    env = {"SSO_OPERATOR_ENDPOINT_OVERRIDES": overrides, "SSO_OPERATOR_CLIENTAPP_RESYNC": "1"}
+    liveness = f"--liveness=http://127.0.0.1:{free_port()}/healthz"
+    with kopf_operator(namespace, monkeypatch, liveness, env=env) as runner:
         yield runner
-    assert runner.exit_code == 0, runner.output[-5000:]
-    assert runner.exception is None
-
-
-def wait_for(
-    get: Callable[[], Any], accept: Callable[[Any], bool], what: str, timeout: float = WAIT_S
-) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = get()
-        if accept(value):
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(value)[:3000]}")
-
-
-def get_or_none(kube: Any, kind: str, name: str, namespace: str) -> Any:
-    result = kube.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            found: dict[str, Any] = item
-            return found
-    return {}
 
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:
@@ -209,15 +172,20 @@ def secret_data(secret: dict[str, Any]) -> dict[str, str]:
 
 def apply_current_crd(kube: Any) -> None:
     """A reused cluster may hold an older ClientApp CRD; the status fields must be current."""
+    apply_crd(kube, CLIENTAPP_CRD, "clientapps.sso.dev")
+
+
+def create_admin_token(kube: Any, namespace: str, token: str) -> None:
+    """The instance's admin token Secret, as the SSOInstance reconciler would create it."""
     kube.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=sso-e2e-cluster",
-        "-f",
-        str(CLIENTAPP_CRD),
+        "create",
+        "secret",
+        "generic",
+        "sso-admin-token",
+        "-n",
+        namespace,
+        f"--from-literal=token={token}",
     )
-    kube.kubectl("wait", "--for=condition=Established", "crd/clientapps.sso.dev")
 
 
 def instance_manifest(name: str, namespace: str, issuer: str) -> str:
@@ -284,6 +252,7 @@ __all__ = [
     "apply_current_crd",
     "clientapp_manifest",
     "condition",
+    "create_admin_token",
     "get_or_none",
     "instance_manifest",
     "mark_instance_ready",

@@ -14,9 +14,8 @@ import filecmp
 import json
 import re
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import kopf
 import pytest
 import yaml
 from kopf.testing import KopfRunner
+from operator_support import get_or_none, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sso-operator"
@@ -248,22 +248,6 @@ def can_i(kube_cluster: Any, identity: str, *args: str) -> bool:
     result = kube_cluster.kubectl("auth", "can-i", *args, "--as", identity, check=False)
     answer: str = result.stdout.strip()
     return answer == "yes"
-
-
-def wait_for(get: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + 60
-    value = None
-    while time.monotonic() < deadline:
-        value = get()
-        if accept(value):
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {json.dumps(value)[:2000]}")
-
-
-def get_or_none(kube_cluster: Any, kind: str, name: str, namespace: str) -> Any:
-    result = kube_cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 @pytest.mark.parametrize("scope", ["cluster-wide", "namespaced"])

@@ -27,6 +27,7 @@ from clientapp_support import (
     apply_current_crd,
     clientapp_manifest,
     condition,
+    create_admin_token,
     get_or_none,
     instance_manifest,
     mark_instance_ready,
@@ -273,15 +274,7 @@ def test_scheduled_rotation_keeps_the_previous_secret_for_the_overlap(
     kube = kube_cluster
     apply_current_crd(kube)
     token = "t" * 48
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sso-admin-token",
-        "-n",
-        instance_namespace,
-        f"--from-literal=token={token}",
-    )
+    create_admin_token(kube, instance_namespace, token)
     with ServiceThread(tmp_path, pg_url, redis_server) as sso:
         sso.mount_admin_token(token)
         with operator(namespace, monkeypatch, f"{instance_namespace}/sso={sso.target}"):
@@ -350,15 +343,7 @@ def test_spec_the_instance_rejects_fails_until_fixed(
     kube = kube_cluster
     apply_current_crd(kube)
     token = "r" * 48
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sso-admin-token",
-        "-n",
-        instance_namespace,
-        f"--from-literal=token={token}",
-    )
+    create_admin_token(kube, instance_namespace, token)
     with ServiceThread(tmp_path, pg_url, redis_server) as sso:
         sso.mount_admin_token(token)
         with operator(namespace, monkeypatch, f"{instance_namespace}/sso={sso.target}"):
@@ -412,15 +397,7 @@ def test_a_restarted_operator_resumes_without_registering_again(
     kube = kube_cluster
     apply_current_crd(kube)
     token = "s" * 48
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sso-admin-token",
-        "-n",
-        instance_namespace,
-        f"--from-literal=token={token}",
-    )
+    create_admin_token(kube, instance_namespace, token)
     with ServiceThread(tmp_path, pg_url, redis_server) as sso:
         sso.mount_admin_token(token)
         overrides = f"{instance_namespace}/sso={sso.target}"
@@ -464,15 +441,7 @@ def test_many_clientapps_at_once(
     kube = kube_cluster
     apply_current_crd(kube)
     token = "m" * 48
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sso-admin-token",
-        "-n",
-        instance_namespace,
-        f"--from-literal=token={token}",
-    )
+    create_admin_token(kube, instance_namespace, token)
     count = 20
     with ServiceThread(tmp_path, pg_url, redis_server) as sso:
         sso.mount_admin_token(token)

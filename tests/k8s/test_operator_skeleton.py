@@ -7,65 +7,19 @@ is left behind with a finalizer.
 
 from __future__ import annotations
 
-import json
-import socket
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
-from kopf.testing import KopfRunner
-
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "e2e" / "manifests"
-WAIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def operator(namespace: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Iterator[KopfRunner]:
-    """Run sso-operator for one namespace; fail the test if it does not exit cleanly."""
-    monkeypatch.setenv("SSO_OPERATOR_BACKOFF", "1")
-    monkeypatch.setenv("SSO_OPERATOR_WATCH_TIMEOUT", "10")
-    monkeypatch.setenv("SSO_OPERATOR_LOG_FORMAT", "plain")
-    settings = kopf.OperatorSettings()
-    settings.execution.default_backoff = 1
-    settings.watching.server_timeout = 10
-    args = ["run", "--standalone", "--namespace", namespace, "--verbose"]
-    args += [*extra, "-m", "sso_operator.handlers"]
-    with KopfRunner(args, timeout=60, settings=settings) as runner:
-        yield runner
-    assert runner.exit_code == 0, runner.output
-    assert runner.exception is None
-
-
-def wait_for(
-    get: Callable[[], Any], accept: Callable[[Any], bool], what: str, timeout: float = WAIT_S
-) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = get()
-        if accept(value):
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(value)[:2000]}")
-
-
-def get_or_none(kube_cluster: Any, kind: str, name: str, namespace: str) -> Any:
-    result = kube_cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+from operator_support import (
+    MANIFESTS,
+    condition,
+    free_port,
+    get_or_none,
+    kopf_operator,
+    wait_for,
+)
 
 
 def wait_for_phase(
@@ -98,14 +52,6 @@ def delete_and_wait(kube_cluster: Any, kind: str, name: str, namespace: str) -> 
     )
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for item in obj["status"]["conditions"]:
-        if item["type"] == type_:
-            found: dict[str, Any] = item
-            return found
-    raise AssertionError(f"no {type_} condition in {obj['status']}")
-
-
 def events_for(kube_cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = kube_cluster.get_json(
         "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
@@ -122,7 +68,7 @@ def test_minimal_instance_is_validated_and_provisioned(
     kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
-    with operator(namespace, monkeypatch, f"--liveness=http://127.0.0.1:{port}/healthz"):
+    with kopf_operator(namespace, monkeypatch, f"--liveness=http://127.0.0.1:{port}/healthz"):
         kube_cluster.kubectl(
             "apply",
             "--server-side",
@@ -189,7 +135,7 @@ def test_spec_invalid_beyond_the_schema_fails_then_recovers(
         if line.startswith("# expect:")
     )
     name = yaml.safe_load(path.read_text())["metadata"]["name"]
-    with operator(namespace, monkeypatch) as runner:
+    with kopf_operator(namespace, monkeypatch) as runner:
         kube_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", str(path))
         obj = wait_for_phase(kube_cluster, "ssoinstance", name, namespace, "Failed")
         ready = condition(obj, "Ready")
@@ -222,7 +168,7 @@ def test_existing_resources_are_resumed(
         kube_cluster.kubectl(
             "apply", "--server-side", "-n", namespace, "-f", str(MANIFESTS / manifest)
         )
-    with operator(namespace, monkeypatch):
+    with kopf_operator(namespace, monkeypatch):
         full = wait_for_phase(kube_cluster, "ssoinstance", "sso-full", namespace, PROVISIONED)
         assert full["status"]["issuer"] == "https://sso.example.com"
         assert full["status"]["jwksUri"] == "https://sso.example.com/.well-known/jwks.json"

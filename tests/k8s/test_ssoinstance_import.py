@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_ssoinstance_reconcile import (
+from operator_support import (
     MANIFESTS,
+    REPO,
     apply_instance,
     condition,
     current_crd,  # noqa: F401 - module fixture: this checkout's CRD (with importFrom)
@@ -42,7 +43,6 @@ from sso_operator import names
 from sso_operator.resources import common, legacy_import
 from sso_operator.spec import parse_instance_spec
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = MANIFESTS / "ssoinstance-import.yaml"
 PVC_SPEC = {
     "database": {

@@ -26,15 +26,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
+import operator_support as support
 import pytest
-from kopf.testing import KopfRunner
+from operator_support import condition, get_or_none, kopf_operator
 
 from sso.security.keyset import KeySet
 from sso_operator import keys as operator_keys
@@ -43,46 +43,10 @@ from sso_operator.handlers import keys as key_handlers
 from sso_operator.keys import KeyEntry
 from sso_operator.spec import parse_instance_spec
 
-WAIT_S = 90.0
-
-
-@contextmanager
-def operator(namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    monkeypatch.setenv("SSO_OPERATOR_BACKOFF", "1")
-    monkeypatch.setenv("SSO_OPERATOR_WATCH_TIMEOUT", "10")
-    monkeypatch.setenv("SSO_OPERATOR_LOG_FORMAT", "plain")
-    monkeypatch.setenv("SSO_OPERATOR_LIVENESS", "off")
-    settings = kopf.OperatorSettings()
-    settings.execution.default_backoff = 1
-    settings.watching.server_timeout = 10
-    args = ["run", "--standalone", "--namespace", namespace, "-m", "sso_operator.handlers"]
-    with KopfRunner(args, timeout=60, settings=settings) as runner:
-        yield runner
-    assert runner.exception is None, runner.output
-
 
 def wait_for(get: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    value = None
-    while time.monotonic() < deadline:
-        value = get()
-        if value is not None and accept(value):
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {json.dumps(value)[:3000]}")
-
-
-def get(kube_cluster: Any, kind: str, name: str, namespace: str) -> Any:
-    result = kube_cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for item in (obj.get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            found: dict[str, Any] = item
-            return found
-    return {}
+    """:func:`operator_support.wait_for` for a value that must exist first (None: not yet)."""
+    return support.wait_for(get, lambda value: value is not None and accept(value), what)
 
 
 def events(kube_cluster: Any, namespace: str) -> list[dict[str, Any]]:
@@ -113,19 +77,21 @@ spec:
 def test_keys_and_backups_through_the_operator(
     kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with operator(namespace, monkeypatch):
+    with kopf_operator(
+        namespace, monkeypatch, env={"SSO_OPERATOR_LIVENESS": "off"}, check_exit_code=False
+    ):
         kube_cluster.apply(INSTANCE, namespace)
 
         # ---- signing keys
         obj = wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: condition(o, "KeysReady").get("status") == "True",
             "KeysReady",
         )
         keys_status = obj["status"]["keys"]
         assert keys_status["secretName"] == "sso-signing-keys"
         assert keys_status["algorithm"] == "RS256"
-        secret = get(kube_cluster, "secret", "sso-signing-keys", namespace)
+        secret = get_or_none(kube_cluster, "secret", "sso-signing-keys", namespace)
         assert secret["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
         keyset = KeySet.load(mount_secret(secret, tmp_path / "keys"))  # the service's loader
         assert keyset.active.kid == keys_status["activeKeyId"]
@@ -138,16 +104,16 @@ def test_keys_and_backups_through_the_operator(
         assert "KeyCreated" in key_events
 
         # ---- backup objects, as built
-        cronjob = get(kube_cluster, "cronjob", "sso-backup", namespace)
+        cronjob = get_or_none(kube_cluster, "cronjob", "sso-backup", namespace)
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
         assert cronjob["spec"]["schedule"] == "0 3 * * *"
-        assert get(kube_cluster, "cronjob", "sso-restore-test", namespace) is not None
-        claim = get(kube_cluster, "pvc", "sso-backups", namespace)
+        assert get_or_none(kube_cluster, "cronjob", "sso-restore-test", namespace) is not None
+        claim = get_or_none(kube_cluster, "pvc", "sso-backups", namespace)
         assert "ownerReferences" not in claim["metadata"]  # backups outlive the instance
-        scripts = get(kube_cluster, "configmap", "sso-backup-scripts", namespace)
+        scripts = get_or_none(kube_cluster, "configmap", "sso-backup-scripts", namespace)
         assert sorted(scripts["data"]) == ["backup.sh", "restore_test.sh"]
         obj = wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: condition(o, "BackupReady").get("reason") == "Scheduled",
             "BackupReady Scheduled",
         )
@@ -158,7 +124,7 @@ def test_keys_and_backups_through_the_operator(
             "create", "job", "manual-1", "--from=cronjob/sso-backup", "-n", namespace
         )
         obj = wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: (o["status"].get("backup") or {}).get("lastBackupJob") == "manual-1",
             "the backup Job recorded",
         )
@@ -168,7 +134,7 @@ def test_keys_and_backups_through_the_operator(
         assert "no kubelet" in backup["lastBackupMessage"]
         assert backup["lastSuccessfulBackupTime"]
         wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: condition(o, "BackupReady").get("reason") == "BackupSucceeded",
             "BackupReady BackupSucceeded",
         )
@@ -215,7 +181,7 @@ def test_keys_and_backups_through_the_operator(
             json.dumps({"status": {"containerStatuses": statuses}}),
         )
         obj = wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: (o["status"].get("backup") or {}).get("lastBackupFile") == report["file"],
             "the reported backup recorded",
         )
@@ -228,7 +194,7 @@ def test_keys_and_backups_through_the_operator(
             "create", "job", "restore-1", "--from=cronjob/sso-restore-test", "-n", namespace
         )
         obj = wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: (
                 ((o["status"].get("backup") or {}).get("lastRestoreTest") or {}).get("job")
                 == "restore-1"
@@ -251,17 +217,17 @@ def test_keys_and_backups_through_the_operator(
             '{"spec":{"backup":{"enabled":false},"restoreTest":{"enabled":false}}}',
         )
         wait_for(
-            lambda: get(kube_cluster, "ssoi", "sso", namespace),
+            lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
             lambda o: condition(o, "BackupReady").get("reason") == "Disabled",
             "BackupReady Disabled",
         )
-        assert get(kube_cluster, "cronjob", "sso-backup", namespace) is None
-        assert get(kube_cluster, "cronjob", "sso-restore-test", namespace) is None
-        assert get(kube_cluster, "pvc", "sso-backups", namespace) is not None
+        assert get_or_none(kube_cluster, "cronjob", "sso-backup", namespace) is None
+        assert get_or_none(kube_cluster, "cronjob", "sso-restore-test", namespace) is None
+        assert get_or_none(kube_cluster, "pvc", "sso-backups", namespace) is not None
 
         kube_cluster.kubectl("delete", "ssoi", "sso", "-n", namespace, "--wait=false")
         wait_for(
-            lambda: {"gone": get(kube_cluster, "ssoi", "sso", namespace) is None},
+            lambda: {"gone": get_or_none(kube_cluster, "ssoi", "sso", namespace) is None},
             lambda v: v["gone"],
             "the instance deleted",
         )
@@ -288,7 +254,7 @@ def test_rotation_survives_a_crash_after_the_secret_write_and_concurrent_runs(
     kube_cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
     kube_cluster.apply(INSTANCE, namespace)
-    body = get(kube_cluster, "ssoi", "sso", namespace)
+    body = get_or_none(kube_cluster, "ssoi", "sso", namespace)
     spec = parse_instance_spec(body["spec"])
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     due = t0 + timedelta(days=31)
@@ -328,7 +294,7 @@ def test_rotation_survives_a_crash_after_the_secret_write_and_concurrent_runs(
     assert all(isinstance(e, kopf.TemporaryError) and "409" in str(e) for e in lost), lost
     assert not again.wrote and again.plan.active.kid == restarted.plan.next.kid
 
-    secret = get(kube_cluster, "secret", "sso-signing-keys", namespace)
+    secret = get_or_none(kube_cluster, "secret", "sso-signing-keys", namespace)
     actives, entries = active_count(secret)
     assert actives == 1
     assert sorted(secret["data"]) == sorted(["keyset.json", *(f"{e['kid']}.pem" for e in entries)])
@@ -342,7 +308,7 @@ def test_rotation_survives_a_crash_after_the_secret_write_and_concurrent_runs(
 def test_a_rotation_request_is_carried_out_once(kube_cluster: Any, namespace: str) -> None:
     kube_cluster.apply(INSTANCE, namespace)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    body = get(kube_cluster, "ssoi", "sso", namespace)
+    body = get_or_none(kube_cluster, "ssoi", "sso", namespace)
     spec = parse_instance_spec(body["spec"])
 
     async def scenario() -> list[Any]:
@@ -352,7 +318,7 @@ def test_a_rotation_request_is_carried_out_once(kube_cluster: Any, namespace: st
             kube_cluster.kubectl(
                 "annotate", "ssoi", "sso", "-n", namespace, "sso.dev/rotate-signing-key=incident-7"
             )
-            requested = get(kube_cluster, "ssoi", "sso", namespace)
+            requested = get_or_none(kube_cluster, "ssoi", "sso", namespace)
             soon = t0 + timedelta(minutes=5)
             forced = await key_handlers.reconcile_keys(requested, spec, now=soon, after_write=crash)
             return [first, forced]
@@ -366,7 +332,7 @@ def test_a_rotation_request_is_carried_out_once(kube_cluster: Any, namespace: st
 
     # The crash right after the write must not make the request run twice.
     assert asyncio.run(scenario()) == []
-    requested = get(kube_cluster, "ssoi", "sso", namespace)
+    requested = get_or_none(kube_cluster, "ssoi", "sso", namespace)
 
     async def rerun() -> Any:
         kube._state.pop("session", None)
@@ -379,7 +345,7 @@ def test_a_rotation_request_is_carried_out_once(kube_cluster: Any, namespace: st
 
     result = asyncio.run(rerun())
     assert not result.wrote
-    secret = get(kube_cluster, "secret", "sso-signing-keys", namespace)
+    secret = get_or_none(kube_cluster, "secret", "sso-signing-keys", namespace)
     assert secret["metadata"]["annotations"]["sso.dev/handled-rotation-request"] == "incident-7"
     actives, entries = active_count(secret)
     assert actives == 1
@@ -417,7 +383,7 @@ class SecretWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            secret = get(self.kube_cluster, "secret", "sso-signing-keys", self.namespace)
+            secret = get_or_none(self.kube_cluster, "secret", "sso-signing-keys", self.namespace)
             if secret is not None:
                 self.seen.setdefault(secret["metadata"]["resourceVersion"], active_count(secret)[1])
 
@@ -464,12 +430,13 @@ def test_sigkill_during_rotation_leaves_one_active_key_and_no_gap(
         time.sleep(rng.uniform(1.5, 5.5))
         process.kill()  # SIGKILL: no cleanup, no status write
         process.wait(timeout=10)
-        at_kill = active_count(get(kube_cluster, "secret", "sso-signing-keys", namespace))[1]
+        secret = get_or_none(kube_cluster, "secret", "sso-signing-keys", namespace)
+        at_kill = active_count(secret)[1]
         outcomes.append(next(k["kid"] for k in at_kill if k["state"] == "active"))
         process = start_operator(kube_cluster, namespace, log)
         try:
             wait_for(
-                lambda: get(kube_cluster, "ssoi", "sso", namespace),
+                lambda: get_or_none(kube_cluster, "ssoi", "sso", namespace),
                 lambda o, kid=next_kid: (
                     (o.get("status") or {}).get("keys", {}).get("activeKeyId") == kid
                 ),
@@ -480,7 +447,7 @@ def test_sigkill_during_rotation_leaves_one_active_key_and_no_gap(
             process.wait(timeout=30)
             watcher.stop.set()
             watcher.join()
-        final = active_count(get(kube_cluster, "secret", "sso-signing-keys", namespace))[1]
+        final = active_count(get_or_none(kube_cluster, "secret", "sso-signing-keys", namespace))[1]
         states = {k["kid"]: k["state"] for k in final}
         assert states[next_kid] == "active" and states[old_kid] == "retired", states
         assert sorted(states.values()) == ["active", "next", "retired"], states  # rotated once

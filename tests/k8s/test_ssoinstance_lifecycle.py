@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from test_ssoinstance_reconcile import (
+from operator_support import (
     EXPECTED_MINIMAL,
     MANIFESTS,
     apply_instance,

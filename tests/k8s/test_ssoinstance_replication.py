@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from operator_support import free_port
 
 from sso_operator.resources import common, database
 from sso_operator.spec import parse_instance_spec
@@ -43,13 +43,6 @@ def bin_dir() -> Path:
     if not found:
         pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql")
     return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> str:

@@ -307,7 +307,7 @@ def test_long_report_is_shortened_to_fit_a_termination_message(
 
 
 def test_no_message_is_recorded_as_no_result() -> None:
-    report = legacy_import.parse_message(legacy_import.termination_message([]))
+    report = legacy_import.parse_message(common.termination_message([]))
     assert report.document is None
     assert legacy_import.result_fields(report)["message"] == legacy_import.NO_RESULT
     # FallbackToLogsOnError: a crash leaves the log tail, kept as the message.
@@ -323,7 +323,7 @@ def test_no_message_is_recorded_as_no_result() -> None:
             "status": {"containerStatuses": [{"state": {"terminated": {"message": "new"}}}]},
         },
     ]
-    assert legacy_import.termination_message(pods) == "new"
+    assert common.termination_message(pods) == "new"
 
 
 # ------------------------------------------------------------ status and gates

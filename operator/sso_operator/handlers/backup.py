@@ -32,7 +32,12 @@ from sso_operator.conditions import Condition
 from sso_operator.handlers.keys import write_status
 from sso_operator.keys import format_ts
 from sso_operator.resources import backup
-from sso_operator.resources.common import COMPONENT_BACKUP, Owner, selector
+from sso_operator.resources.common import (
+    COMPONENT_BACKUP,
+    Owner,
+    selector,
+    termination_message,
+)
 from sso_operator.spec import GROUP, VERSION, InvalidSpecError, SSOInstanceSpec, parse_instance_spec
 
 PLURAL = "ssoinstances"
@@ -96,17 +101,7 @@ def job_report(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Job
             result, finished = FAILED, condition.get("lastTransitionTime")
     if result is None:
         return None
-    message = None
-    newest_pod = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    for pod in reversed(newest_pod):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if terminated.get("message"):
-                message = terminated["message"]
-                break
-        if message:
-            break
-    report, text = parse_message(message)
+    report, text = parse_message(termination_message(pods))
     when = _ts(finished) or _ts(status.get("startTime")) or datetime.now(UTC)
     return JobReport(
         job["metadata"]["name"], result, when, _ts(status.get("startTime")), report, text

@@ -75,14 +75,6 @@ class KeysResult:
     error: str | None = None
 
 
-async def _replace_secret(manifest: dict[str, Any], resource_version: str) -> None:
-    meta = manifest["metadata"]
-    manifest["metadata"] = {**meta, "resourceVersion": resource_version}
-    path = f"/api/v1/namespaces/{meta['namespace']}/secrets/{meta['name']}"
-    async with kube.api_call(f"replace {kube.describe('Secret', meta['namespace'], meta['name'])}"):
-        await kube.request("PUT", path, body=manifest, params={"fieldManager": kube.FIELD_MANAGER})
-
-
 async def reconcile_keys(
     body: Mapping[str, Any],
     spec: SSOInstanceSpec,
@@ -124,7 +116,10 @@ async def reconcile_keys(
                 f"Secret {secret_name} appeared meanwhile; re-reading", delay=1
             )
     else:
-        await _replace_secret(manifest, existing["metadata"]["resourceVersion"])
+        version = existing["metadata"]["resourceVersion"]
+        await kube.replace(
+            {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+        )
     if after_write is not None:
         after_write()
     return KeysResult(plan=result, wrote=True)

@@ -31,7 +31,13 @@ from sso_operator.resources import (
     secrets,
     service,
 )
-from sso_operator.resources.common import CHECKSUM_ANNOTATION, Owner, checksum, selector
+from sso_operator.resources.common import (
+    CHECKSUM_ANNOTATION,
+    Owner,
+    checksum,
+    selector,
+    termination_message,
+)
 from sso_operator.spec import SSOInstanceSpec
 
 RUNNING = "Running"
@@ -73,7 +79,6 @@ class Outcome:
     waiting_for: str | None = None  # set when a prerequisite is missing (retry later)
     database_missing: str | None = None  # why an external database Secret cannot be used
     cache_missing: str | None = None  # why an external Redis Secret cannot be used
-    created_job: bool = False
     legacy_import: ImportState | None = None  # None: no spec.database.importFrom
 
 
@@ -180,28 +185,24 @@ async def apply_network(spec: SSOInstanceSpec, owner: Owner) -> None:
         )
 
 
-async def run_migration(
-    spec: SSOInstanceSpec, owner: Owner, body: kopf.Body
-) -> tuple[MigrationState, bool]:
-    """The spec image's migration Job: created when missing; its state. (state, created)"""
+async def run_migration(spec: SSOInstanceSpec, owner: Owner, body: kopf.Body) -> MigrationState:
+    """The spec image's migration Job: created when missing; its state."""
     manifest = migration.job(spec, owner)
     name = manifest["metadata"]["name"]
     existing = await kube.get("batch/v1", "Job", owner.namespace, name)
-    created = False
     if existing is None:
         existing = await kube.create(manifest)
         if existing is None:  # created concurrently
             existing = await kube.get("batch/v1", "Job", owner.namespace, name)
         else:
-            created = True
             kopf.info(
                 body,
                 reason="MigrationStarted",
                 message=f"Job {name} runs `sso migrate` for image {spec.image}",
             )
     if existing is None:
-        return MigrationState(name, RUNNING), created
-    return job_state(existing), created
+        return MigrationState(name, RUNNING)
+    return job_state(existing)
 
 
 async def database_accepts_connections(spec: SSOInstanceSpec, owner: Owner) -> bool:
@@ -282,7 +283,7 @@ async def apply_all(spec: SSOInstanceSpec, owner: Owner, body: kopf.Body) -> Out
         if not await database_accepts_connections(spec, owner):
             outcome.waiting_for = "the database primary to become ready"
             return outcome
-        state, outcome.created_job = await run_migration(spec, owner, body)
+        state = await run_migration(spec, owner, body)
     outcome.migration = state
     if state.result == SUCCEEDED:
         image = spec.image
@@ -362,7 +363,7 @@ async def run_legacy_import(
     if state.result == RUNNING:
         return ImportState(name, RUNNING, source)
     pods = await kube.list_objects("v1", "Pod", ns, {"batch.kubernetes.io/job-name": name})
-    report = legacy_import.parse_message(legacy_import.termination_message(pods))
+    report = legacy_import.parse_message(termination_message(pods))
     fields = legacy_import.result_fields(report)
     job_status = existing.get("status") or {}
     finished = job_status.get("completionTime")

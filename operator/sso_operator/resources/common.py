@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,3 +161,18 @@ def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 def dump(model: Any) -> Any:
     """A passthrough pydantic model (affinity, label selectors) back to plain JSON."""
     return model.model_dump(by_alias=True, exclude_none=True) if model is not None else None
+
+
+def termination_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The newest pod's termination message (a Job's last attempt), if any.
+
+    The import and backup Jobs report through it (``FallbackToLogsOnError``: the
+    log tail when the script wrote no message).
+    """
+    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(ordered):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("message"):
+                return str(terminated["message"])
+    return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,17 +211,6 @@ def parse_message(message: str | None) -> ImportReport:
         if isinstance(parsed, dict) and parsed.get("format") == FORMAT:
             return ImportReport(parsed, text)
     return ImportReport(None, text)
-
-
-def termination_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    """The newest pod's termination message (the Job's last attempt), if any."""
-    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    for pod in reversed(ordered):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if terminated.get("message"):
-                return str(terminated["message"])
-    return None
 
 
 _COUNT_KEYS = ("read", "imported", "unchanged", "updated", "conflicts", "skipped")
