@@ -83,7 +83,13 @@ async def drive(args: argparse.Namespace, tokens: list[str]) -> dict[str, object
         "duration_s": args.duration,
         "count": len(latencies),
         "rps": len(latencies) / args.duration,
-        "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100)},
+        "latency_ms": {
+            "p50": pct(50),
+            "p90": pct(90),
+            "p95": pct(95),
+            "p99": pct(99),
+            "max": pct(100),
+        },
         "errors": errors,
         "chains_lost": lost,
     }

@@ -79,7 +79,8 @@ def render(report: dict[str, Any]) -> str:
             f"per call {_num(s['server_cpu_ms_per_call']['n_workers'])} / "
             f"{_num(s['server_cpu_ms_per_call']['one_worker'])} ms; ghz used "
             f"{s['generator_cores_at_peak']['n_workers']} / "
-            f"{s['generator_cores_at_peak']['one_worker']} cores at the peaks (same 2 cores).",
+            f"{s['generator_cores_at_peak']['one_worker']} cores at the peaks (same "
+            f"{m['cores']} cores).",
         ]
     lines += ["", *summary(report["sweeps"])]
     for sw in report["sweeps"]:

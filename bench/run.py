@@ -58,6 +58,7 @@ from bench.argon2_ceiling import measure as measure_argon2
 from bench.loadgen import LoadResult, Tools, Window
 from bench.procs import CpuUsage, CpuWindow, Pids, ServerTree, tree
 from bench.servers import PostgresServer, RedisServer, free_port
+from bench.sweep import StepSlice as Slice  # one measured window: warm-up, then counted
 from sso.config import PasswordSettings, Settings
 from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc
 
@@ -234,6 +235,103 @@ def setup_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "SSO_REDIS__URL"}
 
 
+@dataclass
+class Rig:
+    """What `bench.run` and `bench.suite` both measure against, set up by `rig()`.
+
+    A throwaway PostgreSQL and Redis, the service's environment (migrated, with
+    a signing key and one app created), the ports the service, its HTTP side and
+    the echo ceiling listen on, and the argon2 parameters the service will use.
+    """
+
+    tmp: Path
+    pg: PostgresServer
+    redis: RedisServer
+    env: dict[str, str]
+    port: int
+    http_port: int
+    echo_port: int
+    params: Argon2Params
+    threads: int  # the service's hasher threads per worker
+    app_id: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def echo_target(self) -> str:
+        return f"127.0.0.1:{self.echo_port}"
+
+    def datastores(self) -> list[int]:
+        roots = [self.pg.pid, self.redis.pid]
+        return [pid for root in roots if root is not None for pid in tree(root)]
+
+    def service(self, workers: int) -> ServerTree:
+        """`sso serve --workers N` (not started: enter it, or `.start()`)."""
+        return ServerTree(
+            [sys.executable, "-m", "sso", "serve", "--workers", str(workers)],
+            port=self.port,
+            workers=workers,
+            env=self.env,
+            log=self.tmp / "service.log",
+        )
+
+    def echo(self, workers: int) -> ServerTree:
+        """The bare grpc.aio echo ceiling, `workers` processes (not started)."""
+        return ServerTree(
+            [
+                sys.executable,
+                "-m",
+                "bench.echo",
+                f"--port={self.echo_port}",
+                f"--workers={workers}",
+            ],
+            port=self.echo_port,
+            workers=workers,
+            env=dict(os.environ),
+            log=self.tmp / "echo.log",
+        )
+
+
+def rig(
+    stack: ExitStack,
+    *,
+    prefix: str,
+    extra_env: dict[str, str] | None = None,
+    keys_args: Sequence[str] = (),
+) -> Rig:
+    """Datastores, configuration, `sso migrate`, `sso keys ensure`, `sso apps create`.
+
+    Everything started is closed by `stack`; `extra_env` are what-if settings.
+    """
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    print("starting PostgreSQL and Redis ...", flush=True)
+    pg = stack.enter_context(PostgresServer())
+    redis = stack.enter_context(RedisServer())
+    port, http_port, echo_port = free_port(), free_port(), free_port()
+    env = service_env(pg=pg, redis=redis, home=tmp / "home", port=port, http_port=http_port)
+    env.update(extra_env or {})
+    params, threads = password_params(env)
+    sso(env, "migrate")
+    sso(env, "keys", "ensure", "--dir", env["SSO_KEYS__DIR"], *keys_args)
+    app = json.loads(sso(setup_env(env), "apps", "create", "bench").strip().splitlines()[-1])
+    return Rig(tmp, pg, redis, env, port, http_port, echo_port, params, threads, int(app["app_id"]))
+
+
+def write_logins(path: Path, fixture: Fixture, device: str) -> Path:
+    """ghz's `--data-file` for Login: the fixture's users as LoginRequest messages."""
+    path.write_text(
+        json.dumps(
+            [
+                {"email": e, "password": p, "app_id": fixture.app_id, "device_name": device}
+                for e, p in fixture.users
+            ]
+        )
+    )
+    return path
+
+
 def password_params(env: dict[str, str]) -> tuple[Argon2Params, int]:
     """The argon2 parameters and hasher threads the service will use under `env`."""
     saved = dict(os.environ)
@@ -308,14 +406,6 @@ async def open_sessions(target: str, fixture: Fixture, count: int) -> Sessions:
 
 
 # -- measuring ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Slice:
-    """One measured window: `warmup` seconds of load, then `duration` seconds counted."""
-
-    duration: float
-    warmup: float
 
 
 Runner = Callable[[Slice, Window], LoadResult]
@@ -550,26 +640,12 @@ def bench(plan: Plan) -> Report:
     for tool, seconds in tools.build_seconds.items():
         print(f"built {tool} in {seconds:.0f} s (cached for later runs)", flush=True)
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sso-bench-")))
-        print("starting PostgreSQL and Redis ...", flush=True)
-        pg = stack.enter_context(PostgresServer())
-        redis = stack.enter_context(RedisServer())
-
-        def datastores() -> list[int]:
-            roots = [pg.pid, redis.pid]
-            return [pid for root in roots if root is not None for pid in tree(root)]
-
-        port, http_port, echo_port = free_port(), free_port(), free_port()
-        env = service_env(pg=pg, redis=redis, home=tmp / "home", port=port, http_port=http_port)
-        env.update(plan.service_env)
-        params, threads = password_params(env)
+        r = rig(stack, prefix="sso-bench-", extra_env=plan.service_env, keys_args=plan.keys_args)
+        params, threads, datastores = r.params, r.threads, r.datastores
         protoset = loadgen.write_protoset(
-            [auth_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR], tmp / "bench.protoset"
+            [auth_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR], r.tmp / "bench.protoset"
         )
-        sso(env, "migrate")
-        sso(env, "keys", "ensure", "--dir", env["SSO_KEYS__DIR"], *plan.keys_args)
-        app = json.loads(sso(setup_env(env), "apps", "create", "bench").strip().splitlines()[-1])
-        target, echo_target = f"127.0.0.1:{port}", f"127.0.0.1:{echo_port}"
+        target, echo_target = r.target, r.echo_target
         print(
             f"servers: sso serve --workers {plan.workers} (PostgreSQL + Redis) and the bare "
             f"grpc.aio echo, {plan.workers} processes; argon2id m={params.memory_kib} KiB "
@@ -577,48 +653,18 @@ def bench(plan: Plan) -> Report:
             f"{threads} threads",
             flush=True,
         )
-        service = stack.enter_context(
-            ServerTree(
-                [sys.executable, "-m", "sso", "serve", "--workers", str(plan.workers)],
-                port=port,
-                workers=plan.workers,
-                env=env,
-                log=tmp / "service.log",
-            )
-        )
-        echo = stack.enter_context(
-            ServerTree(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.echo",
-                    f"--port={echo_port}",
-                    f"--workers={plan.workers}",
-                ],
-                port=echo_port,
-                workers=plan.workers,
-                env=dict(os.environ),
-                log=tmp / "echo.log",
-            )
-        )
+        service = stack.enter_context(r.service(plan.workers))
+        echo = stack.enter_context(r.echo(plan.workers))
         t0 = time.monotonic()
-        fixture = asyncio.run(register_users(target, int(app["app_id"]), plan.users))
+        fixture = asyncio.run(register_users(target, r.app_id, plan.users))
         print(f"  registered {plan.users} users in {time.monotonic() - t0:.1f} s", flush=True)
 
-        login_file = tmp / "logins.json"
-        login_file.write_text(
-            json.dumps(
-                [
-                    {"email": e, "password": p, "app_id": fixture.app_id, "device_name": "bench"}
-                    for e, p in fixture.users
-                ]
-            )
-        )
+        login_file = write_logins(r.tmp / "logins.json", fixture, "bench")
         email, password = fixture.users[0]  # the h2load fallback logs in one user only
         one_login = auth_pb2.LoginRequest(
             email=email, password=password, app_id=fixture.app_id, device_name="bench"
         )
-        validate_file, tokens_path = tmp / "validate.json", tmp / "refresh-tokens.txt"
+        validate_file, tokens_path = r.tmp / "validate.json", r.tmp / "refresh-tokens.txt"
         one_token = auth_pb2.ValidateTokenRequest()
 
         def fresh_sessions() -> None:

@@ -32,7 +32,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -47,19 +46,9 @@ from bench.argon2_ceiling import measure as measure_argon2
 from bench.loadgen import LoadResult, Tools, Window
 from bench.plot import plot
 from bench.probe import HealthProbe
-from bench.procs import CpuWindow, ServerTree, tree
+from bench.procs import CpuWindow
 from bench.report import render
-from bench.run import (
-    RESULTS,
-    machine_info,
-    open_sessions,
-    password_params,
-    register_users,
-    service_env,
-    setup_env,
-    sso,
-)
-from bench.servers import PostgresServer, RedisServer, free_port
+from bench.run import RESULTS, machine_info, open_sessions, register_users, rig, write_logins
 from bench.sweep import StepRunner, StepSlice, Sweep, run_sweep
 from sso_proto.sso.v1 import auth_pb2, sessions_pb2
 
@@ -141,62 +130,19 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     tools = loadgen.prepare_tools()
     sweeps: list[Sweep] = []
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sso-suite-")))
-        print("starting PostgreSQL and Redis ...", flush=True)
-        pg = stack.enter_context(PostgresServer())
-        redis = stack.enter_context(RedisServer())
-
-        def datastores() -> list[int]:
-            return [p for root in (pg.pid, redis.pid) if root is not None for p in tree(root)]
-
-        port, http_port, echo_port = free_port(), free_port(), free_port()
-        env = service_env(pg=pg, redis=redis, home=tmp / "home", port=port, http_port=http_port)
-        params, threads = password_params(env)
+        r = rig(stack, prefix="sso-suite-")
+        env, params, threads, datastores = r.env, r.params, r.threads, r.datastores
+        tmp, http_port, target, echo_target = r.tmp, r.http_port, r.target, r.echo_target
         protoset = loadgen.write_protoset(
             [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
             tmp / "suite.protoset",
         )
-        sso(env, "migrate")
-        sso(env, "keys", "ensure", "--dir", env["SSO_KEYS__DIR"])
-        app = json.loads(sso(setup_env(env), "apps", "create", "bench").strip().splitlines()[-1])
-        target, echo_target = f"127.0.0.1:{port}", f"127.0.0.1:{echo_port}"
-
-        def start_service(workers: int) -> ServerTree:
-            return ServerTree(
-                [sys.executable, "-m", "sso", "serve", "--workers", str(workers)],
-                port=port,
-                workers=workers,
-                env=env,
-                log=tmp / "service.log",
-            ).start()
-
-        service = start_service(args.workers)
+        service = r.service(args.workers).start()
         stack.callback(lambda: service.stop())
-        echo = stack.enter_context(
-            ServerTree(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.echo",
-                    f"--port={echo_port}",
-                    f"--workers={args.workers}",
-                ],
-                port=echo_port,
-                workers=args.workers,
-                env=dict(os.environ),
-                log=tmp / "echo.log",
-            )
-        )
-        fixture = asyncio.run(register_users(target, int(app["app_id"]), 20 if quick else 200))
-        users_file, accounts_file = tmp / "logins.json", tmp / "accounts.tsv"
-        users_file.write_text(
-            json.dumps(
-                [
-                    {"email": e, "password": p, "app_id": fixture.app_id, "device_name": "suite"}
-                    for e, p in fixture.users
-                ]
-            )
-        )
+        echo = stack.enter_context(r.echo(args.workers))
+        fixture = asyncio.run(register_users(target, r.app_id, 20 if quick else 200))
+        users_file = write_logins(tmp / "logins.json", fixture, "suite")
+        accounts_file = tmp / "accounts.tsv"
         accounts_file.write_text("".join(f"{e}\t{p}\t{fixture.app_id}\n" for e, p in fixture.users))
         sessions = asyncio.run(open_sessions(target, fixture, 32))
         validate_file, tokens_file = tmp / "validate.json", tmp / "refresh.txt"
@@ -323,7 +269,7 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
 
         print("ceilings", flush=True)
         pk = ceilings.pk_lookups(
-            pg.dsn(),
+            r.pg.dsn(),
             processes=args.workers,
             connections=8,
             seconds=slice_.duration,
@@ -377,7 +323,7 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
         if args.scaling and args.workers > 1:
             print("scaling: ValidateToken with 1 worker", flush=True)
             service.stop()
-            service = start_service(1)
+            service = r.service(1).start()
             one = run_sweep(
                 "ValidateToken, 1 worker",
                 ghz_runner(

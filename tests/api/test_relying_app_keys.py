@@ -8,17 +8,14 @@ not publish, and stop trusting a remembered key after its lifespan.
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
+import time
 
 import jwt
 import pytest
 from sso_harness import Running
 
+from e2e.relying_app import JwksKeys
 from sso_proto.sso.v1 import auth_pb2, auth_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
-from relying_app import JwksKeys
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -36,9 +33,7 @@ def backend(sqlite_url: str) -> tuple[str, None]:  # SQLite is enough: this is a
     return (sqlite_url, None)
 
 
-async def test_keys_are_looked_up_once_and_expire(
-    sso_server: Running, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_keys_are_looked_up_once_and_expire(sso_server: Running) -> None:
     stub = auth_pb2_grpc.AuthStub(sso_server.channel)
     await stub.Register(auth_pb2.RegisterRequest(email="rp@example.com", password=PASSWORD))
     login = await stub.Login(
@@ -47,7 +42,9 @@ async def test_keys_are_looked_up_once_and_expire(
     token = login.tokens.access_token
     url = f"http://127.0.0.1:{sso_server.server.http_port}/.well-known/jwks.json"
     client = CountingClient(url, cache_jwk_set=False)  # every lookup would be a fetch
-    keys = JwksKeys(client, lifespan=60)
+    # The keys' own clock: patching time.monotonic would move the event loop's clock too.
+    offset = [0.0]
+    keys = JwksKeys(client, lifespan=60, clock=lambda: time.monotonic() + offset[0])
 
     # PyJWKClient fetches with blocking urllib; the service runs on this event loop.
     for _ in range(50):
@@ -65,9 +62,6 @@ async def test_keys_are_looked_up_once_and_expire(
     fetched = client.fetches
 
     # After the lifespan the key is fetched again (a withdrawn key stops being trusted).
-    import relying_app
-
-    later = relying_app.time.monotonic() + 61
-    monkeypatch.setattr(relying_app.time, "monotonic", lambda: later)
+    offset[0] = 61
     await asyncio.to_thread(keys.key_for, token)
     assert client.fetches == fetched + 1
