@@ -25,16 +25,24 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sso.domain.events import Detail, SecurityEvent
 from sso.logs import client_ip_var, request_id_var
-from sso.storage._sql import Clock, autocommit, utc_now
+from sso.storage._sql import Clock, utc_now
 from sso.storage.errors import translate_errors
+from sso.storage.prebuilt import Prebuilt
 from sso.storage.tables import audit_events
 
 log = logging.getLogger("sso.audit")
+
+_COLUMNS = ("ts", "event", "user_id", "target", "outcome", "ip", "request_id", "details")
+# Built once (sso.storage.prebuilt): every Login writes one. Parameters are named
+# `p_<column>`: SQLAlchemy reserves a column's own name in VALUES.
+_INSERT = insert(audit_events).values(
+    {name: bindparam(f"p_{name}", type_=audit_events.c[name].type) for name in _COLUMNS}
+)
 
 MAX_TEXT = 256
 
@@ -53,11 +61,10 @@ class SqlAuditSink:
         clock: Clock = utc_now,
         skip: Iterable[SecurityEvent] = (),
     ) -> None:
-        self._engine = autocommit(engine)
         # Events this sink does not write (the log and metrics sinks still see them).
         self.skip = frozenset(skip)
         self._clock = clock
-        self._insert = insert(audit_events)
+        self._prebuilt = Prebuilt(engine)
         # SQLite has one writer: queue this process's inserts instead of busy-polling.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         # Rows that could not be written (a metric can read it).
@@ -111,5 +118,4 @@ class SqlAuditSink:
 
     async def _write(self, row: dict[str, Any]) -> None:
         with translate_errors():
-            async with self._engine.connect() as conn:
-                await conn.execute(self._insert, row)
+            await self._prebuilt.run(_INSERT, {f"p_{k}": v for k, v in row.items()})

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 import redis.exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 
@@ -148,8 +149,13 @@ def map_db_error(exc: BaseException) -> SSOError | None:
         return Unavailable(_DB_DOWN)
     if isinstance(exc, sa_exc.DataError | OverflowError):
         return InvalidArgument("invalid value")
+    # asyncpg's client-side errors, raised directly by the prebuilt statements
+    # (prebuilt.py): a parameter it cannot encode (its DataError is also a ValueError),
+    # then connection failures.
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        return InvalidArgument("invalid value")
     # asyncpg client-side failures (connection closed, protocol) without a SQLSTATE.
-    if isinstance(exc, sa_exc.InterfaceError | sa_exc.DisconnectionError):
+    if isinstance(exc, sa_exc.InterfaceError | sa_exc.DisconnectionError | asyncpg.InterfaceError):
         return Unavailable(_DB_DOWN)
     if isinstance(exc, sa_exc.OperationalError) and sqlite is None:
         return Unavailable(_DB_DOWN)

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import RowMapping, bindparam, func, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from sso.domain.account_models import KnownDevice, LoginRecord, LoginResult
 from sso.storage._sql import autocommit, insert_or_nothing, sqlite_writer
 from sso.storage.errors import translated
+from sso.storage.prebuilt import Prebuilt
 from sso.storage.replicas import ReadRouter
 from sso.storage.tables import known_devices as d
 from sso.storage.tables import login_history as h
@@ -40,6 +43,44 @@ def _record(m: RowMapping) -> LoginRecord:
     )
 
 
+_HISTORY_COLUMNS = (
+    "user_id",
+    "ts",
+    "result",
+    "ip",
+    "user_agent",
+    "device_name",
+    "app_id",
+    "device_hash",
+)
+# Every Login writes these (sso.storage.prebuilt: built once).
+# Parameters are named `p_<column>`: SQLAlchemy reserves a column's own name in VALUES.
+_RECORD = insert(h).values({n: bindparam(f"p_{n}", type_=h.c[n].type) for n in _HISTORY_COLUMNS})
+
+
+def _pg_remember() -> Executable:
+    """Insert the device or touch it; return whether it was new (`xmax = 0`: the row was
+    inserted, not updated) and how many devices the user had before this statement
+    (its snapshot does not see its own insert)."""
+    now = bindparam("p_now", type_=d.c.last_seen_at.type)
+    user_id = bindparam("p_user_id", type_=d.c.user_id.type)
+    stmt = postgresql.insert(d).values(
+        user_id=user_id,
+        device_hash=bindparam("p_device_hash", type_=d.c.device_hash.type),
+        user_agent=bindparam("p_user_agent", type_=d.c.user_agent.type),
+        device_name=bindparam("p_device_name", type_=d.c.device_name.type),
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    known = select(func.count()).select_from(d).where(d.c.user_id == user_id).scalar_subquery()
+    return stmt.on_conflict_do_update(
+        index_elements=[d.c.user_id, d.c.device_hash], set_={"last_seen_at": now}
+    ).returning(literal_column("xmax = 0").label("inserted"), known.label("known"))
+
+
+_PG_REMEMBER = _pg_remember()
+
+
 class SqlLoginHistory:
     def __init__(self, engine: AsyncEngine, *, reads: ReadRouter | None = None) -> None:
         self._engine = engine
@@ -48,21 +89,22 @@ class SqlLoginHistory:
         self._auto = autocommit(engine)
         self._writer = sqlite_writer(engine)
         self._remember = insert_or_nothing(engine, d, "user_id", "device_hash")
+        self._prebuilt = Prebuilt(engine)
 
     @translated
     async def record(self, entry: LoginRecord) -> None:
-        values = {
-            "user_id": entry.user_id,
-            "ts": entry.ts,
-            "result": entry.result.value,
-            "ip": entry.ip[:64],
-            "user_agent": entry.user_agent[:MAX_TEXT],
-            "device_name": entry.device_name[:MAX_TEXT],
-            "app_id": entry.app_id,
-            "device_hash": entry.device_hash,
+        params = {
+            "p_user_id": entry.user_id,
+            "p_ts": entry.ts,
+            "p_result": entry.result.value,
+            "p_ip": entry.ip[:64],
+            "p_user_agent": entry.user_agent[:MAX_TEXT],
+            "p_device_name": entry.device_name[:MAX_TEXT],
+            "p_app_id": entry.app_id,
+            "p_device_hash": entry.device_hash,
         }
-        async with self._writer, self._auto.connect() as conn:
-            await conn.execute(insert(h).values(**values))
+        async with self._writer:
+            await self._prebuilt.run(_RECORD, params)
 
     @translated
     async def page(
@@ -84,6 +126,20 @@ class SqlLoginHistory:
         device_name: str,
         now: datetime,
     ) -> tuple[bool, int]:
+        if self._prebuilt.is_pg:  # one upsert, one round trip
+            row = await self._prebuilt.first(
+                _PG_REMEMBER,
+                {
+                    "p_user_id": user_id,
+                    "p_device_hash": device_hash,
+                    "p_user_agent": user_agent[:MAX_TEXT],
+                    "p_device_name": device_name[:MAX_TEXT],
+                    "p_now": now,
+                },
+            )
+            if row is None:  # pragma: no cover - an upsert always returns its row
+                return False, 0
+            return bool(row["inserted"]), int(row["known"])
         stmt = self._remember.values(
             user_id=user_id,
             device_hash=device_hash,

@@ -26,7 +26,8 @@ import functools
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -45,8 +46,9 @@ _OPERATION = re.compile(r"\s*(?:/\*.*?\*/\s*)?([A-Za-z]+)", re.DOTALL)
 _KNOWN_OPERATIONS = frozenset(
     {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"}
 )
-# Engines already hooked (a second call would double-count every statement).
-_INSTRUMENTED: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Engines already hooked (a second call would double-count every statement), and their
+# hooks, which also time the statements sent past SQLAlchemy (`observed_statement`).
+_INSTRUMENTED: weakref.WeakKeyDictionary[Engine, _DbHooks] = weakref.WeakKeyDictionary()
 _COMMAND = re.compile(r"^[A-Z][A-Z.-]{0,31}$")
 
 DB_QUERY_SECONDS = Histogram(
@@ -115,7 +117,8 @@ class _DbHooks:
     _KEY = "sso_instrumentation"
 
     def __init__(self, engine: AsyncEngine, tracer: Tracer | None) -> None:
-        self.engine = engine.sync_engine
+        # Weak: the registry maps the engine to these hooks, which must not keep it alive.
+        self.engine = weakref.ref(engine.sync_engine)
         self.tracer = tracer
         url = make_url(engine.url)
         self.system = "postgresql" if url.get_backend_name() == "postgresql" else "sqlite"
@@ -136,6 +139,11 @@ class _DbHooks:
         context: Any,
         _executemany: bool,
     ) -> None:
+        if context is not None:
+            setattr(context, self._KEY, self.start(statement))
+
+    def start(self, statement: str) -> tuple[float, str, Any]:
+        """(started, operation, span) for one statement about to be sent."""
         operation = sql_operation(statement)
         span = None
         if self.tracer is not None:
@@ -145,8 +153,19 @@ class _DbHooks:
             span = self.tracer.start_span(
                 f"{operation} {self.namespace}".strip(), kind=SpanKind.CLIENT, attributes=attributes
             )
-        if context is not None:
-            setattr(context, self._KEY, (time.perf_counter(), operation, span))
+        return time.perf_counter(), operation, span
+
+    @staticmethod
+    def finish(state: tuple[float, str, Any], error: BaseException | None) -> None:
+        started, operation, span = state
+        DB_QUERY_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        if error is not None:
+            DB_ERRORS.labels(operation).inc()
+        if span is not None:
+            if error is not None:
+                span.set_attribute("error.type", type(error).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.end()
 
     def after(
         self,
@@ -158,28 +177,16 @@ class _DbHooks:
         _executemany: bool,
     ) -> None:
         state = getattr(context, self._KEY, None) if context is not None else None
-        if state is None:
-            return
-        setattr(context, self._KEY, None)
-        started, operation, span = state
-        DB_QUERY_SECONDS.labels(operation).observe(time.perf_counter() - started)
-        if span is not None:
-            span.end()
+        if state is not None:
+            setattr(context, self._KEY, None)
+            self.finish(state, None)
 
     def error(self, exception_context: Any) -> None:
         context = exception_context.execution_context
         state = getattr(context, self._KEY, None) if context is not None else None
-        if state is None:
-            return
-        setattr(context, self._KEY, None)
-        started, operation, span = state
-        DB_QUERY_SECONDS.labels(operation).observe(time.perf_counter() - started)
-        DB_ERRORS.labels(operation).inc()
-        if span is not None:
-            error = exception_context.original_exception
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            span.end()
+        if state is not None:
+            setattr(context, self._KEY, None)
+            self.finish(state, exception_context.original_exception)
 
     def checked_out(self, *_args: Any) -> None:
         self._pool_gauges(returning=False)
@@ -190,7 +197,10 @@ class _DbHooks:
     def _pool_gauges(self, *, returning: bool) -> None:
         """Set the pool gauges; `returning`: the checkin event fires before the pool
         takes the connection back (kept idle, or closed when the pool is full)."""
-        pool: Any = self.engine.pool
+        engine = self.engine()
+        if engine is None:
+            return
+        pool: Any = engine.pool
         queue = getattr(pool, "_pool", None)
         if queue is None or not hasattr(pool, "size"):
             return  # StaticPool / NullPool: nothing to report
@@ -214,14 +224,30 @@ def instrument_engine(engine: AsyncEngine, tracer: Tracer | None = None) -> None
     sync: Engine = engine.sync_engine
     if sync in _INSTRUMENTED:
         return
-    _INSTRUMENTED.add(sync)
-    hooks = _DbHooks(engine, tracer)
+    hooks = _INSTRUMENTED[sync] = _DbHooks(engine, tracer)
     event.listen(sync, "before_cursor_execute", hooks.before)
     event.listen(sync, "after_cursor_execute", hooks.after)
     event.listen(sync, "handle_error", hooks.error)
     event.listen(sync, "checkout", hooks.checked_out)
     event.listen(sync, "checkin", hooks.checked_in)
     hooks.checked_out()
+
+
+@contextmanager
+def observed_statement(engine: AsyncEngine, statement: str) -> Iterator[None]:
+    """Time (and trace) one statement sent on the driver connection, past SQLAlchemy's
+    events (`sso.storage.prebuilt`); nothing when `engine` is not instrumented."""
+    hooks = _INSTRUMENTED.get(engine.sync_engine)
+    if hooks is None:
+        yield
+        return
+    state = hooks.start(statement)
+    try:
+        yield
+    except BaseException as exc:
+        hooks.finish(state, exc)
+        raise
+    hooks.finish(state, None)
 
 
 # -- Redis --------------------------------------------------------------------------------

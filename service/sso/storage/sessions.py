@@ -5,7 +5,9 @@ A session is one login on one device; its refresh tokens form a chain
 stored only as 32-byte hashes (E7). `rotate()` is the refresh hot path and its
 concurrency argument is written down in `rotation.py`; everything else here is
 one statement per call (autocommit) except `create()`, which inserts the
-session and its first token in one transaction.
+session and its first token in one statement on PostgreSQL (a data-modifying
+CTE) and in one transaction on SQLite. The hot statements are prebuilt
+(`sso.storage.prebuilt`).
 
 Security-deciding reads (rotation, revocation) always go to the engine given
 here, which must be the primary (DESIGN.md §2 Storage).
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, exists, insert, or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sso.domain.models import NewSession, RotationOutcome, RotationStatus, Session, User
@@ -27,13 +29,14 @@ from sso.errors import Conflict
 from sso.storage import rotation as q
 from sso.storage._sql import autocommit
 from sso.storage.errors import translated
+from sso.storage.prebuilt import Prebuilt, Row
 from sso.storage.tables import refresh_tokens as rt
 from sso.storage.tables import sessions as s
 
 REUSE_REASON = "token_reuse"
 
 
-def _session(m: RowMapping) -> Session:
+def _session(m: Row) -> Session:
     return Session(
         id=m["id"],
         user_id=m["user_id"],
@@ -49,7 +52,7 @@ def _session(m: RowMapping) -> Session:
     )
 
 
-def _user(m: RowMapping) -> User | None:
+def _user(m: Row) -> User | None:
     """The `u_*` columns of a rotation row (None: the user is gone)."""
     if m["u_id"] is None:
         return None
@@ -75,6 +78,7 @@ class SqlSessionRepository:
         self._engine = engine
         self._auto = autocommit(engine)
         self._pg = engine.dialect.name == "postgresql"
+        self._prebuilt = Prebuilt(engine)
         # SQLite has one writer at a time and makes waiters poll (busy_timeout, sleeps of
         # up to 100 ms). Queueing this process's rotations here instead keeps a burst of
         # refreshes on one session from turning into seconds of polling.
@@ -89,28 +93,24 @@ class SqlSessionRepository:
         `AlreadyExists` if the session id or token hash is taken; `NotFound` if
         the user or app is gone.
         """
+        params = {
+            "p_id": session.id,
+            "p_user_id": session.user_id,
+            "p_app_id": session.app_id,
+            "p_user_agent": session.user_agent,
+            "p_ip": session.ip,
+            "p_device_name": session.device_name,
+            "p_created_at": session.created_at,
+            "p_expires_at": session.expires_at,
+            "p_token_hash": refresh_hash,
+            "p_token_expires_at": min(refresh_expires_at, session.expires_at),
+        }
+        if self._pg:  # one statement (a data-modifying CTE): one round trip
+            await self._prebuilt.run(q.PG_CREATE, params)
+            return
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(s).values(
-                    id=session.id,
-                    user_id=session.user_id,
-                    app_id=session.app_id,
-                    user_agent=session.user_agent,
-                    ip=session.ip,
-                    device_name=session.device_name,
-                    created_at=session.created_at,
-                    last_used_at=session.created_at,
-                    expires_at=session.expires_at,
-                )
-            )
-            await conn.execute(
-                insert(rt).values(
-                    token_hash=refresh_hash,
-                    session_id=session.id,
-                    created_at=session.created_at,
-                    expires_at=min(refresh_expires_at, session.expires_at),
-                )
-            )
+            await conn.execute(q.INSERT_SESSION, params)
+            await conn.execute(q.INSERT_FIRST_TOKEN, params)
 
     @translated
     async def rotate(
@@ -130,18 +130,17 @@ class SqlSessionRepository:
             "idle_expires_at": now + idle_ttl,
         }
         if self._pg:
+            m = await self._prebuilt.first(q.PG_ROTATE, params)
+            if m is not None:
+                session = _session(m)
+                if session.revoked_at is not None:
+                    # A revoke committed while the statement waited for the session
+                    # row: the successor exists but is dead; say so now.
+                    return RotationOutcome(RotationStatus.REVOKED, session)
+                return RotationOutcome(
+                    RotationStatus.ROTATED, session, m["successor_expires_at"], _user(m)
+                )
             async with self._auto.connect() as conn:
-                row = (await conn.execute(q.PG_ROTATE, params)).first()
-                if row is not None:
-                    m = row._mapping
-                    session = _session(m)
-                    if session.revoked_at is not None:
-                        # A revoke committed while the statement waited for the session
-                        # row: the successor exists but is dead; say so now.
-                        return RotationOutcome(RotationStatus.REVOKED, session)
-                    return RotationOutcome(
-                        RotationStatus.ROTATED, session, m["successor_expires_at"], _user(m)
-                    )
                 return await self._classify(conn, params, successor_hash, now, grace)
         async with self._sqlite_writer, self._engine.begin() as conn:
             spent = (await conn.execute(q.CAS, params)).first()

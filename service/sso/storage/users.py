@@ -16,16 +16,15 @@ the updates; each re-checks the lock condition on the row it finally updates).
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    RowMapping,
+    Update,
+    bindparam,
     case,
     false,
-    literal,
     null,
     or_,
     select,
@@ -39,6 +38,7 @@ from sso.domain.models import User
 from sso.errors import AlreadyExists, NotFound
 from sso.storage._sql import Clock, autocommit, insert_or_nothing, utc_now
 from sso.storage.errors import translated
+from sso.storage.prebuilt import Prebuilt, Row
 from sso.storage.tables import UtcDateTime, users
 
 _COLUMNS = (
@@ -52,7 +52,7 @@ _COLUMNS = (
 )
 
 
-def _user(m: RowMapping) -> User:
+def _user(m: Row) -> User:
     return User(
         id=m["id"],
         email=m["email"],
@@ -64,6 +64,18 @@ def _user(m: RowMapping) -> User:
     )
 
 
+# The hot statements (every Login runs them), built once: see sso.storage.prebuilt.
+_BY_EMAIL = select(*_COLUMNS).where(users.c.email == bindparam("email"))
+_ADMIN_LOCKED = select(users.c.admin_locked).where(users.c.id == bindparam("user_id"))
+_EXISTS = select(users.c.id).where(users.c.id == bindparam("user_id"))
+_CLEAR = (
+    update(users)
+    .where(users.c.id == bindparam("user_id"))
+    .values(failed_logins=0, last_failed_at=None, locked_until=None, hard_locked=False)
+    .returning(users.c.id)
+)
+
+
 class SqlUserRepository:
     """Users table access; every method is one statement in autocommit mode."""
 
@@ -71,6 +83,7 @@ class SqlUserRepository:
         self._engine = autocommit(engine)
         self._clock = clock
         self._insert = insert_or_nothing(engine, users, "email").returning(*_COLUMNS)
+        self._prebuilt = Prebuilt(engine)
 
     @translated
     async def create(self, email: str, password_hash: str, *, is_admin: bool = False) -> User:
@@ -95,9 +108,8 @@ class SqlUserRepository:
 
     @translated
     async def get_by_email(self, email: str) -> User | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(*_COLUMNS).where(users.c.email == email))).first()
-        return None if row is None else _user(row._mapping)
+        row = await self._prebuilt.first(_BY_EMAIL, {"email": email})
+        return None if row is None else _user(row)
 
     @translated
     async def get_by_id(self, user_id: int) -> User | None:
@@ -133,15 +145,55 @@ class SqlUserRepository:
         return row is not None
 
 
-def _lock_expr(
-    count: ColumnElement[int], policy: LockoutPolicy, now: datetime
-) -> ColumnElement[datetime]:
-    """`locked_until` for the new failure count, as one CASE over the policy's steps."""
+def _reserve_statement(policy: LockoutPolicy) -> Update:
+    """Count one attempt as a failure unless the account is locked, and compute the
+    resulting lock, in one conditional `UPDATE ... RETURNING` (see the module doc).
+
+    Built once per policy with named parameters (`_reserve_params` fills them):
+    `locked_until` is one CASE over the policy's steps, each step's end a parameter.
+    """
+    c = users.c
+    now = bindparam("now", type_=UtcDateTime())
+    stale = or_(
+        c.last_failed_at.is_(None),
+        c.last_failed_at <= bindparam("stale_before", type_=UtcDateTime()),
+    )
+    count = case((stale, 1), else_=c.failed_logins + 1)
     steps = policy.steps()
     whens: list[tuple[ColumnElement[bool], Any]] = [(count < steps[0][0], null())]
-    for (_, delay), (next_start, _) in itertools.pairwise(steps):
-        whens.append((count < next_start, literal(now + delay, UtcDateTime())))
-    return case(*whens, else_=literal(now + steps[-1][1], UtcDateTime()))
+    for i, (next_start, _) in enumerate(steps[1:]):
+        whens.append((count < next_start, bindparam(f"until_{i}", type_=UtcDateTime())))
+    locked_until = case(*whens, else_=bindparam("until_last", type_=UtcDateTime()))
+    return (
+        update(users)
+        .where(
+            c.id == bindparam("user_id"),
+            c.hard_locked == false(),
+            # An administrative lock (sso.v1.Admin/LockUser) refuses every attempt too.
+            c.admin_locked == false(),
+            or_(c.locked_until.is_(None), c.locked_until <= now),
+        )
+        .values(
+            failed_logins=count,
+            last_failed_at=now,
+            locked_until=locked_until,
+            hard_locked=case((count >= policy.hard_limit, true()), else_=false()),
+        )
+        .returning(c.failed_logins, c.locked_until, c.hard_locked)
+    )
+
+
+def _reserve_params(user_id: int, policy: LockoutPolicy, now: datetime) -> dict[str, Any]:
+    steps = policy.steps()
+    params: dict[str, Any] = {
+        "user_id": user_id,
+        "now": now,
+        "stale_before": now - policy.reset_after,
+        "until_last": now + steps[-1][1],
+    }
+    for i, (_, delay) in enumerate(steps[:-1]):
+        params[f"until_{i}"] = now + delay
+    return params
 
 
 class SqlLoginAttempts:
@@ -155,39 +207,23 @@ class SqlLoginAttempts:
     def __init__(self, engine: AsyncEngine, *, counting: bool = True) -> None:
         self._engine = autocommit(engine)
         self._counting = counting
+        self._prebuilt = Prebuilt(engine)
+        self._reserve: dict[LockoutPolicy, Update] = {}
 
     @translated
     async def reserve(self, user_id: int, *, now: datetime, policy: LockoutPolicy) -> Reservation:
-        c = users.c
         if not self._counting:
-            probe = select(c.admin_locked).where(c.id == user_id)
-            async with self._engine.connect() as conn:
-                locked = (await conn.execute(probe)).scalar_one_or_none()
-            return Reservation(granted=not locked)
-        stale = or_(c.last_failed_at.is_(None), c.last_failed_at <= now - policy.reset_after)
-        count = case((stale, 1), else_=c.failed_logins + 1)
-        stmt = (
-            update(users)
-            .where(
-                c.id == user_id,
-                c.hard_locked == false(),
-                # An administrative lock (sso.v1.Admin/LockUser) refuses every attempt too.
-                c.admin_locked == false(),
-                or_(c.locked_until.is_(None), c.locked_until <= now),
-            )
-            .values(
-                failed_logins=count,
-                last_failed_at=now,
-                locked_until=_lock_expr(count, policy, now),
-                hard_locked=case((count >= policy.hard_limit, true()), else_=false()),
-            )
-            .returning(c.failed_logins, c.locked_until, c.hard_locked)
-        )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = await self._prebuilt.first(_ADMIN_LOCKED, {"user_id": user_id})
+            return Reservation(granted=row is None or not row["admin_locked"])
+        stmt = self._reserve.get(policy)
+        if stmt is None:
+            stmt = self._reserve[policy] = _reserve_statement(policy)
+        row = await self._prebuilt.first(stmt, _reserve_params(user_id, policy, now))
         if row is None:
             return Reservation(granted=False)
-        return Reservation(True, row.failed_logins, row.locked_until, bool(row.hard_locked))
+        return Reservation(
+            True, row["failed_logins"], row["locked_until"], bool(row["hard_locked"])
+        )
 
     @translated
     async def release(self, user_id: int, reservation: Reservation, *, now: datetime) -> None:
@@ -210,17 +246,8 @@ class SqlLoginAttempts:
     @translated
     async def clear(self, user_id: int) -> bool:
         if not self._counting:  # nothing counted: no write on every successful login
-            async with self._engine.connect() as conn:
-                found = await conn.execute(select(users.c.id).where(users.c.id == user_id))
-                return found.first() is not None
-        stmt = (
-            update(users)
-            .where(users.c.id == user_id)
-            .values(failed_logins=0, last_failed_at=None, locked_until=None, hard_locked=False)
-            .returning(users.c.id)
-        )
-        async with self._engine.connect() as conn:
-            return (await conn.execute(stmt)).first() is not None
+            return await self._prebuilt.first(_EXISTS, {"user_id": user_id}) is not None
+        return await self._prebuilt.first(_CLEAR, {"user_id": user_id}) is not None
 
     @translated
     async def state(self, user_id: int) -> LockState | None:
