@@ -1,8 +1,6 @@
-"""The error boundary: request ids, deadlines, input limits, access log, error translation.
+"""The server interceptor: request ids, deadlines, input limits, access log, error boundary.
 
-Wrapped around every unary handler once, innermost (`sso.api.pipeline`; the
-module keeps its name from when this was a gRPC interceptor). For every unary
-RPC, in this order:
+For every unary RPC, in this order:
 1. Request id: `x-request-id` from the metadata when it is well-formed, else a
    fresh one; sent back as initial metadata and put (with the client address)
    on every log line of the call through context variables.
@@ -40,6 +38,7 @@ from google.protobuf.message import Message
 from sso import errors, logs
 from sso.api import errors as api_errors
 from sso.api.context import peer_ip
+from sso.api.metrics import WrappedHandlers
 
 log = logging.getLogger("sso.rpc")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -168,18 +167,27 @@ QUIET_WHEN_OK = frozenset(
 AccessLog = Literal["all", "writes", "errors"]
 
 
-class ErrorBoundary:
-    """The innermost wrapper of every unary method (applied once per method by
-    `sso.api.pipeline`): request id, log context, field checks, the server's deadline,
-    and the translation of every error into a status."""
-
+class ErrorBoundary(grpc.aio.ServerInterceptor):
     def __init__(
         self, *, default_deadline: float = DEFAULT_DEADLINE, access_log: AccessLog = "writes"
     ) -> None:
         self.default_deadline = default_deadline
         self.access_log = access_log
+        self._handlers = WrappedHandlers(self._wrap)
 
-    def wrap(
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return self._handlers.get(handler_call_details.method, handler)
+
+    def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         """The method's wrapped handler: built once per method, per-call state read per call."""

@@ -3,8 +3,8 @@
 Why this module exists: one place declares every metric the edge and the use
 cases feed, and renders them for the HTTP listener's `/metrics`:
 
-- `MetricsWrapper` (put around every unary handler once, `sso.api.pipeline`)
-  times every unary call (`sso_grpc_request_duration_seconds`, per method), counts it by method and
+- `MetricsInterceptor` (a gRPC server interceptor) times every unary call
+  (`sso_grpc_request_duration_seconds`, per method), counts it by method and
   status code, counts errors, and keeps an in-flight gauge. Methods are only
   the registered ones (an unknown method never becomes a label).
 - `MetricsSink` (a `sso.domain.events.EventSink`) turns security events into
@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 from prometheus_client import (
@@ -171,6 +171,11 @@ def record_replicas(replicas: Iterable[ReplicaStatus], fallbacks: int) -> None:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+if TYPE_CHECKING:
+    Build = Callable[[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]]
+    Continuation = Callable[
+        [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+    ]
 _OUTCOMES = frozenset({"success", "failure"})
 _RULES = frozenset({"login_ip", "login_email", "register_ip"})
 
@@ -195,6 +200,35 @@ def unary_handler(
     )
 
 
+class WrappedHandlers:
+    """Each method's wrapped handler, built once instead of on every call.
+
+    Keyed by method name and valid while the server hands out the same inner
+    handler object for it (registered handlers are fixed; anything else is
+    rebuilt). Only methods the server knows get here, so the cache is bounded
+    by the registered methods (and capped, to be safe).
+    """
+
+    MAX_METHODS = 1024
+
+    def __init__(self, build: Build) -> None:
+        self._build = build
+        self._cache: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    def get(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        hit = self._cache.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self._build(method, handler)
+        if len(self._cache) < self.MAX_METHODS or method in self._cache:
+            self._cache[method] = (handler, wrapped)
+        return wrapped
+
+
 def _validation_result(code: str) -> str:
     if code == "OK":
         return "valid"
@@ -209,12 +243,22 @@ _BY_METHOD: dict[str, Callable[[str], None]] = {
 }
 
 
-class MetricsWrapper:
-    """Latency, counts by status code, errors and in-flight calls of every unary method
-    (applied to each method's handler once, by `sso.api.pipeline`)."""
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Latency, counts by status code, errors and in-flight calls of every unary method."""
+
+    def __init__(self) -> None:
+        self._handlers = WrappedHandlers(self._wrap)
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return self._handlers.get(handler_call_details.method, handler)
 
     @staticmethod
-    def wrap(
+    def _wrap(
         method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         inner = cast(Handler, handler.unary_unary)

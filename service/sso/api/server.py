@@ -14,7 +14,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -31,8 +30,7 @@ from sso.api.health import Check, HealthState
 from sso.api.http import HttpListener, Response, Route
 from sso.api.interceptors import ErrorBoundary
 from sso.api.legacy import LegacyAuth, LegacyPermissions
-from sso.api.pipeline import Wrap, WrappingServer
-from sso.api.tracing import TracingWrapper
+from sso.api.tracing import TracingInterceptor
 from sso.api.v1 import AuthV1, SessionsV1
 from sso.config import AdminSettings, ObservabilitySettings, ServerSettings
 from sso.domain.admin import AdminService
@@ -139,21 +137,22 @@ class SSOServer:
             routes["/metrics"] = prometheus
         return routes
 
-    def _wraps(self) -> list[Wrap]:
-        """Innermost first: the error boundary, metrics, then tracing (outermost)."""
-        s = self.settings
-        chain: list[Wrap] = [
-            ErrorBoundary(default_deadline=s.default_deadline, access_log=s.access_log).wrap
-        ]
-        if self.bundle.observability.metrics_enabled:
-            chain.append(metrics.MetricsWrapper.wrap)
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: tracing, metrics, then the error boundary (innermost)."""
+        chain: list[grpc.aio.ServerInterceptor] = []
         if self.bundle.tracer is not None:
-            chain.append(TracingWrapper(self.bundle.tracer).wrap)
+            chain.append(TracingInterceptor(self.bundle.tracer))
+        if self.bundle.observability.metrics_enabled:
+            chain.append(metrics.MetricsInterceptor())
         return chain
 
     async def start(self, *, reuse_port: bool = True) -> int:
         s, b = self.settings, self.bundle
-        aio_server = grpc.aio.server(
+        server = grpc.aio.server(
+            interceptors=[
+                *self._interceptors(),
+                ErrorBoundary(default_deadline=s.default_deadline, access_log=s.access_log),
+            ],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -163,8 +162,6 @@ class SSOServer:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        # Registration goes through the wrapping stand-in (no interceptors: pipeline.py).
-        server: Any = WrappingServer(aio_server, self._wraps())
         auth_pb2_grpc.add_AuthServicer_to_server(
             LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server
         )
@@ -183,12 +180,12 @@ class SSOServer:
         if s.reflection:
             names = (*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
-        self.port = aio_server.add_insecure_port(f"{s.host}:{s.port}")
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {s.host}:{s.port}")
         await self.health.start()
-        await aio_server.start()
-        self._server = aio_server
+        await server.start()
+        self._server = server
         if s.http_enabled:
             self.http_port = await self.http.start(s.http_host, s.http_port, reuse_port=reuse_port)
         log.info("serving", extra={"grpc_port": self.port, "http_port": self.http_port})

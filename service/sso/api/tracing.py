@@ -15,8 +15,7 @@ exist); this module and `sso.storage.instrumentation` are the whole of it.
   compression (`OTEL_EXPORTER_OTLP_*`), sampling (`OTEL_TRACES_SAMPLER*`),
   batching (`OTEL_BSP_*`), resource (`OTEL_SERVICE_NAME`, default `sso`,
   `OTEL_RESOURCE_ATTRIBUTES`).
-- `TracingWrapper` (the outermost wrapper of each handler, `sso.api.pipeline`)
-  extracts the caller's
+- `TracingInterceptor` (outermost gRPC interceptor) extracts the caller's
   context from the call metadata with the global propagator (W3C
   `traceparent`/`tracestate` and baggage by default, `OTEL_PROPAGATORS`),
   opens a SERVER span named `package.Service/Method` and makes it current, so
@@ -24,7 +23,7 @@ exist); this module and `sso.storage.instrumentation` are the whole of it.
   written during the call carry its trace id (`sso.logs`). Health checks
   (probes, every few seconds) are not traced.
 The provider is not installed globally: the composition root hands the tracer
-to the wrapper and to the storage hooks, and closes the provider (flush).
+to the interceptor and to the storage hooks, and closes the provider (flush).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from opentelemetry import propagate
@@ -41,8 +40,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from sso.api.metrics import Handler, final_code, unary_handler
+from sso.api.metrics import Handler, WrappedHandlers, final_code, unary_handler
 from sso.config import ObservabilitySettings
+
+if TYPE_CHECKING:
+    from sso.api.metrics import Continuation
 
 log = logging.getLogger("sso.tracing")
 INSTRUMENTATION_NAME = "sso"
@@ -127,18 +129,27 @@ def _carrier(metadata: Any) -> dict[str, str]:
     return carrier
 
 
-class TracingWrapper:
-    """One SERVER span per unary call, continuing the trace named in the call metadata
-    (applied to each method's handler once, by `sso.api.pipeline`)."""
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """One SERVER span per unary call, continuing the trace named in the call metadata."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
+        self._handlers = WrappedHandlers(self._wrap)
 
-    def wrap(
-        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = handler_call_details.method
         if method.startswith(UNTRACED_PREFIXES):
             return handler
+        return self._handlers.get(method, handler)
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         service, _, name = method.lstrip("/").partition("/")
         span_name = method.lstrip("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
