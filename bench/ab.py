@@ -1,0 +1,144 @@
+"""Interleaved A/B of one hot path between two commits, on the same machine in one sitting.
+
+Why this module exists: from one `make bench` run to the next, the ceilings on
+this shared 2-core VM move by 5-15% (argon2 CPU per verify, echo per call),
+more than many of the changes worth measuring. This tool compares two trees
+directly: it checks the other commit out into a git worktree, then alternates
+between the trees (`--pairs` times), each time starting a fresh rig (PostgreSQL,
+Redis, `sso serve --workers N` with that tree first on PYTHONPATH), registering
+users, and running ghz against one method; per run it reports req/s, the
+server's CPU per call (all threads of the workers, from /proc) and the CPU of
+the workers' main threads (the event loops) per call.
+
+    .venv/bin/python -m bench.ab --base 67ab49b --call Login
+    .venv/bin/python -m bench.ab --base HEAD~1 --call ValidateToken --pairs 3
+
+The ghz binary comes from `bench.loadgen` (built once into the bench cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2
+
+from bench import loadgen
+from bench.procs import CLK_TCK
+from bench.run import open_sessions, register_users, rig, write_logins
+from sso_proto.sso.v1 import auth_pb2, sessions_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLS = {
+    # ghz call, in flight, connections
+    "Login": ("sso.v1.Auth.Login", 8, 8),
+    "ValidateToken": ("sso.v1.Auth.ValidateToken", 32, 16),
+}
+
+
+def _ticks(pid: int, *, main_only: bool) -> int:
+    """utime + stime of the process's threads (or of its main thread) in clock ticks."""
+    tasks = [str(pid)] if main_only else os.listdir(f"/proc/{pid}/task")
+    total = 0
+    for task in tasks:
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total
+
+
+def one_run(tree: Path, call: str, workers: int, seconds: float, ghz: Path) -> dict[str, float]:
+    """A fresh rig on `tree`, users and sessions, a warm-up, then one measured ghz run."""
+    method, concurrency, connections = CALLS[call]
+    paths = f"{tree}/service{os.pathsep}{tree}"
+    with ExitStack() as stack:
+        r = rig(stack, prefix="sso-ab-", extra_env={"PYTHONPATH": paths})
+        service = stack.enter_context(r.service(workers))
+        fixture = asyncio.run(register_users(r.target, r.app_id, 200))
+        sessions = asyncio.run(open_sessions(r.target, fixture, 32))
+        protoset = loadgen.write_protoset(
+            [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
+            r.tmp / "ab.protoset",
+        )
+        if call == "Login":
+            data = write_logins(r.tmp / "logins.json", fixture, "ab")
+        else:
+            data = r.tmp / "validate.json"
+            data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
+        workers_pids = [p for p in service.pids if p != service.process.pid]  # type: ignore[union-attr]
+        base = [
+            str(ghz),
+            "--insecure",
+            f"--protoset={protoset}",
+            f"--call={method}",
+            f"--concurrency={concurrency}",
+            f"--connections={connections}",
+            "--duration-stop=ignore",
+            "--format=json",
+            f"--data-file={data}",
+        ]
+        subprocess.run([*base, "--duration=2s", r.target], capture_output=True, check=True)
+        before = [_ticks(p, main_only=m) for m in (False, True) for p in workers_pids]
+        out = subprocess.run(
+            [*base, f"--duration={seconds}s", r.target], capture_output=True, check=True, text=True
+        ).stdout
+        after = [_ticks(p, main_only=m) for m in (False, True) for p in workers_pids]
+    n = len(workers_pids)
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    ok = int(json.loads(out)["statusCodeDistribution"].get("OK", 0))
+    per_call = 1000.0 / CLK_TCK / max(ok, 1)
+    return {
+        "rps": ok / seconds,
+        "server_ms": sum(delta[:n]) * per_call,
+        "loop_ms": sum(delta[n:]) * per_call,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="the commit to compare the working tree with")
+    parser.add_argument("--call", choices=sorted(CALLS), default="Login")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    args = parser.parse_args(argv)
+    tools = loadgen.prepare_tools()
+    if tools.ghz is None:
+        print("ghz is needed (Go toolchain): " + "; ".join(tools.notes), file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="sso-ab-tree-") as tmp:
+        base_tree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            print(f"{args.call}: {args.pairs} pairs, base {args.base} vs the working tree")
+            print("| tree | req/s | server CPU ms/call | event-loop threads ms/call |")
+            print("|---|---:|---:|---:|")
+            for _ in range(args.pairs):
+                for label, tree in ((args.base, base_tree), ("working tree", ROOT)):
+                    m = one_run(tree, args.call, args.workers, args.seconds, tools.ghz)
+                    print(
+                        f"| {label} | {m['rps']:.1f} | {m['server_ms']:.3f} | {m['loop_ms']:.3f} |",
+                        flush=True,
+                    )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
+                check=False,
+                capture_output=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
