@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, pool
+from sqlalchemy import inspect, pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sso.storage import migrate
 
 TABLES = {"users", "apps", "sessions", "refresh_tokens", "audit_events"}
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
@@ -84,3 +86,46 @@ async def test_comparison_is_not_vacuous(db_url: str) -> None:
     await _run_sync(db_url, drop_index)
     diff = await _run_sync(db_url, _diff)
     assert [d[0] for d in diff] == ["add_index"]
+
+
+async def test_0006_gives_existing_sessions_pwd_as_their_amr(empty_url: str) -> None:
+    # A session opened before 0006 had no amr; its refreshed tokens said `pwd`, and so
+    # does the column now. A downgrade drops the column and keeps the session.
+    await migrate.aupgrade(empty_url, "0005_admin")
+
+    def seed(conn: Connection) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO users (email, password_hash, is_admin, email_verified, created_at,"
+                " updated_at) VALUES ('a@example.com', 'x', false, false, :t, :t)"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text("INSERT INTO apps (name, secret_encrypted, created_at) VALUES ('a', :s, :t)"),
+            {"s": "x", "t": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO sessions (id, user_id, app_id, user_agent, ip, device_name,"
+                " created_at, last_used_at, expires_at)"
+                " SELECT 's-old', users.id, apps.id, 'ua', '127.0.0.1', 'd', :t, :t, :t"
+                " FROM users, apps"
+            ),
+            {"t": NOW},
+        )
+        conn.commit()
+
+    await _run_sync(empty_url, seed)
+    await migrate.aupgrade(empty_url)
+
+    def amr(conn: Connection) -> list[Any]:
+        return list(conn.execute(text("SELECT id, amr FROM sessions")).all())
+
+    assert [tuple(r) for r in await _run_sync(empty_url, amr)] == [("s-old", "pwd")]
+    migrate.downgrade(empty_url, "0005_admin")
+
+    def columns(conn: Connection) -> set[str]:
+        return {c["name"] for c in inspect(conn).get_columns("sessions")}
+
+    assert "amr" not in await _run_sync(empty_url, columns)

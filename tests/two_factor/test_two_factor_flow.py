@@ -129,9 +129,23 @@ async def test_login_challenge_verify_gives_tokens_with_both_factors(tf_server: 
     await expect(
         c.verify_call(again, backup=c.backup_codes[0]), S.UNAUTHENTICATED, "MFA_CODE_INVALID"
     )
-    # The session opened by VerifyMfa refreshes like any other.
+    # The session opened by VerifyMfa refreshes like any other, and its new access
+    # tokens still say how the login authenticated (the session stores amr).
     refreshed = await c.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=tokens.refresh_token))
     assert refreshed.tokens.session_id == tokens.session_id
+    assert await amr_of(c, refreshed.tokens.access_token) == ["pwd", "otp", "mfa"]
+    again_refreshed = await c.auth.Refresh(
+        auth_pb2.RefreshRequest(refresh_token=refreshed.tokens.refresh_token)
+    )
+    assert await amr_of(c, again_refreshed.tokens.access_token) == ["pwd", "otp", "mfa"]
+    by_backup_refreshed = await c.auth.Refresh(
+        auth_pb2.RefreshRequest(refresh_token=by_backup.refresh_token)
+    )
+    assert await amr_of(c, by_backup_refreshed.tokens.access_token) == [
+        "pwd",
+        "mfa",
+        "backup_code",
+    ]
 
 
 async def test_wrong_password_never_reaches_the_second_factor(tf_server: Running) -> None:

@@ -348,6 +348,7 @@ class AuthService:
             device_name=client.device_name[:MAX_FIELD_CHARS],
             created_at=now,
             expires_at=now + self.policy.refresh_absolute_ttl,
+            amr=tuple(amr),
         )
         refresh = self.opaque.new_refresh_token()
         refresh_expires = min(now + self.policy.refresh_idle_ttl, session.expires_at)
@@ -424,7 +425,7 @@ class AuthService:
             successor,
             expires,
             now,
-            amr=["pwd"],
+            amr=session.amr,  # how the login that opened the session authenticated
         )
 
     def _issue(

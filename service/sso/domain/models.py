@@ -58,6 +58,8 @@ class Session:
     expires_at: datetime
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
+    # How the login that opened it authenticated (the access tokens' `amr`).
+    amr: tuple[str, ...] = ("pwd",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class NewSession:
     device_name: str
     created_at: datetime
     expires_at: datetime
+    amr: tuple[str, ...] = ("pwd",)
 
 
 class RotationStatus(enum.Enum):

@@ -155,6 +155,7 @@ _SESSION_VALUES = {
     "created_at": bindparam("p_created_at", type_=UtcDateTime()),
     "last_used_at": bindparam("p_created_at", type_=UtcDateTime()),
     "expires_at": bindparam("p_expires_at", type_=UtcDateTime()),
+    "amr": bindparam("p_amr", type_=s.c.amr.type),
 }
 _TOKEN_HASH: BindParameter[object] = bindparam("p_token_hash", type_=LargeBinary())
 _TOKEN_CREATED: BindParameter[object] = bindparam("p_created_at", type_=UtcDateTime())

@@ -49,6 +49,7 @@ def _session(m: Row) -> Session:
         expires_at=m["expires_at"],
         revoked_at=m["revoked_at"],
         revoke_reason=m["revoke_reason"],
+        amr=tuple(m["amr"].split()),
     )
 
 
@@ -104,6 +105,7 @@ class SqlSessionRepository:
             "p_expires_at": session.expires_at,
             "p_token_hash": refresh_hash,
             "p_token_expires_at": min(refresh_expires_at, session.expires_at),
+            "p_amr": " ".join(session.amr),
         }
         if self._pg:  # one statement (a data-modifying CTE): one round trip
             await self._prebuilt.run(q.PG_CREATE, params)

@@ -158,6 +158,9 @@ sessions = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
     Column("revoke_reason", Text(), nullable=True),
+    # How the login that opened the session authenticated (space-separated `amr`
+    # methods): Refresh copies it into every new access token.
+    Column("amr", Text(), nullable=False, server_default=text("'pwd'")),
     # Listing, revoke-all and the ON DELETE CASCADE from users all go by user.
     Index(None, "user_id"),
     # cleanup(): sessions past their absolute expiry, and revoked ones past retention
