@@ -106,10 +106,7 @@ class HistoryService:
 
     async def _login_succeeded(self, record: LoginRecord) -> None:
         dh = device_hash(record.user_agent, record.device_name)
-        await self.history.record(replace(record, device_hash=dh))
-        new, known_before = await self.history.remember_device(
-            record.user_id, dh, record.user_agent, record.device_name, record.ts
-        )
+        new, known_before = await self.history.record_success(replace(record, device_hash=dh))
         if not new or known_before == 0 or not self.notify_new_device:
             return
         user = await self.auth.users.get_by_id(record.user_id)

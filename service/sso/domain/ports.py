@@ -217,10 +217,9 @@ class LoginHistoryRepository(Protocol):
     ) -> Sequence[LoginRecord]:
         """Newest first; only rows with id < `before_id` when given."""
 
-    async def remember_device(
-        self, user_id: int, device_hash: str, user_agent: str, device_name: str, now: datetime
-    ) -> tuple[bool, int]:
-        """Record a device seen at login: (was it new, how many devices were known before)."""
+    async def record_success(self, entry: LoginRecord) -> tuple[bool, int]:
+        """Record a successful login and the device it came from (`entry.device_hash`):
+        (was the device new, how many devices were known before)."""
 
     async def devices(self, user_id: int) -> Sequence[KnownDevice]: ...
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import RowMapping, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql
@@ -58,10 +59,11 @@ _HISTORY_COLUMNS = (
 _RECORD = insert(h).values({n: bindparam(f"p_{n}", type_=h.c[n].type) for n in _HISTORY_COLUMNS})
 
 
-def _pg_remember() -> Executable:
-    """Insert the device or touch it; return whether it was new (`xmax = 0`: the row was
-    inserted, not updated) and how many devices the user had before this statement
-    (its snapshot does not see its own insert)."""
+def _pg_record_success() -> Executable:
+    """One statement for a successful login: the history row (a data-modifying CTE), and
+    the device inserted or touched; returns whether the device was new (`xmax = 0`: the
+    row was inserted, not updated) and how many devices the user had before this
+    statement (its snapshot does not see its own inserts)."""
     now = bindparam("p_now", type_=d.c.last_seen_at.type)
     user_id = bindparam("p_user_id", type_=d.c.user_id.type)
     stmt = postgresql.insert(d).values(
@@ -73,12 +75,29 @@ def _pg_remember() -> Executable:
         last_seen_at=now,
     )
     known = select(func.count()).select_from(d).where(d.c.user_id == user_id).scalar_subquery()
-    return stmt.on_conflict_do_update(
-        index_elements=[d.c.user_id, d.c.device_hash], set_={"last_seen_at": now}
-    ).returning(literal_column("xmax = 0").label("inserted"), known.label("known"))
+    return (
+        stmt.on_conflict_do_update(
+            index_elements=[d.c.user_id, d.c.device_hash], set_={"last_seen_at": now}
+        )
+        .returning(literal_column("xmax = 0").label("inserted"), known.label("known"))
+        .add_cte(_RECORD.cte("recorded"))
+    )
 
 
-_PG_REMEMBER = _pg_remember()
+_PG_RECORD_SUCCESS = _pg_record_success()
+
+
+def _record_params(entry: LoginRecord) -> dict[str, Any]:
+    return {
+        "p_user_id": entry.user_id,
+        "p_ts": entry.ts,
+        "p_result": entry.result.value,
+        "p_ip": entry.ip[:64],
+        "p_user_agent": entry.user_agent[:MAX_TEXT],
+        "p_device_name": entry.device_name[:MAX_TEXT],
+        "p_app_id": entry.app_id,
+        "p_device_hash": entry.device_hash,
+    }
 
 
 class SqlLoginHistory:
@@ -93,18 +112,24 @@ class SqlLoginHistory:
 
     @translated
     async def record(self, entry: LoginRecord) -> None:
-        params = {
-            "p_user_id": entry.user_id,
-            "p_ts": entry.ts,
-            "p_result": entry.result.value,
-            "p_ip": entry.ip[:64],
-            "p_user_agent": entry.user_agent[:MAX_TEXT],
-            "p_device_name": entry.device_name[:MAX_TEXT],
-            "p_app_id": entry.app_id,
-            "p_device_hash": entry.device_hash,
-        }
         async with self._writer:
-            await self._prebuilt.run(_RECORD, params)
+            await self._prebuilt.run(_RECORD, _record_params(entry))
+
+    @translated
+    async def record_success(self, entry: LoginRecord) -> tuple[bool, int]:
+        """Record a successful login and remember its device (`entry.device_hash`):
+        (was the device new, how many devices were known before)."""
+        if self._prebuilt.is_pg:  # one statement, one round trip
+            row = await self._prebuilt.first(
+                _PG_RECORD_SUCCESS, {**_record_params(entry), "p_now": entry.ts}
+            )
+            if row is None:  # pragma: no cover - an upsert always returns its row
+                return False, 0
+            return bool(row["inserted"]), int(row["known"])
+        await self.record(entry)
+        return await self._remember_device(
+            entry.user_id, entry.device_hash or "", entry.user_agent, entry.device_name, entry.ts
+        )
 
     @translated
     async def page(
@@ -117,8 +142,7 @@ class SqlLoginHistory:
         rows = await self._reads.all(stmt)  # replica
         return [_record(r._mapping) for r in rows]
 
-    @translated
-    async def remember_device(
+    async def _remember_device(
         self,
         user_id: int,
         device_hash: str,
@@ -126,20 +150,7 @@ class SqlLoginHistory:
         device_name: str,
         now: datetime,
     ) -> tuple[bool, int]:
-        if self._prebuilt.is_pg:  # one upsert, one round trip
-            row = await self._prebuilt.first(
-                _PG_REMEMBER,
-                {
-                    "p_user_id": user_id,
-                    "p_device_hash": device_hash,
-                    "p_user_agent": user_agent[:MAX_TEXT],
-                    "p_device_name": device_name[:MAX_TEXT],
-                    "p_now": now,
-                },
-            )
-            if row is None:  # pragma: no cover - an upsert always returns its row
-                return False, 0
-            return bool(row["inserted"]), int(row["known"])
+        """SQLite: insert the device or touch it, in one transaction."""
         stmt = self._remember.values(
             user_id=user_id,
             device_hash=device_hash,
