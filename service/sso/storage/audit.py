@@ -20,7 +20,6 @@ table cannot turn logins into errors; the log sink still carries the event.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sso.domain.events import Detail, SecurityEvent
 from sso.logs import client_ip_var, request_id_var
-from sso.storage._sql import Clock, utc_now
+from sso.storage._sql import Clock, sqlite_writer, utc_now
 from sso.storage.errors import translate_errors
 from sso.storage.prebuilt import Prebuilt
 from sso.storage.tables import audit_events
@@ -66,7 +65,7 @@ class SqlAuditSink:
         self._clock = clock
         self._prebuilt = Prebuilt(engine)
         # SQLite has one writer: queue this process's inserts instead of busy-polling.
-        self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._writer = sqlite_writer(engine)
         # Rows that could not be written (a metric can read it).
         self.failed_total = 0
 
@@ -78,16 +77,17 @@ class SqlAuditSink:
         outcome: str,
         details: Mapping[str, Detail] | None,
     ) -> dict[str, Any]:
+        """The row as `_INSERT`'s parameters (`p_<column>`)."""
         request_id = request_id_var.get()
         return {
-            "ts": self._clock(),
-            "event": event.value,
-            "user_id": user_id,
-            "target": _clip(target),
-            "outcome": outcome[:MAX_TEXT],
-            "ip": _clip(client_ip_var.get()),
-            "request_id": None if request_id == "-" else _clip(request_id),
-            "details": dict(details) if details else None,
+            "p_ts": self._clock(),
+            "p_event": event.value,
+            "p_user_id": user_id,
+            "p_target": _clip(target),
+            "p_outcome": outcome[:MAX_TEXT],
+            "p_ip": _clip(client_ip_var.get()),
+            "p_request_id": None if request_id == "-" else _clip(request_id),
+            "p_details": dict(details) if details else None,
         }
 
     async def emit(
@@ -103,11 +103,8 @@ class SqlAuditSink:
             return
         row = self._row(event, user_id, target, outcome, details)
         try:
-            if self._sqlite_writer is None:
+            async with self._writer:
                 await self._write(row)
-            else:
-                async with self._sqlite_writer:
-                    await self._write(row)
         except Exception:
             self.failed_total += 1
             log.warning(
@@ -118,4 +115,4 @@ class SqlAuditSink:
 
     async def _write(self, row: dict[str, Any]) -> None:
         with translate_errors():
-            await self._prebuilt.run(_INSERT, {f"p_{k}": v for k, v in row.items()})
+            await self._prebuilt.run(_INSERT, row)

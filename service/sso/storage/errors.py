@@ -129,6 +129,18 @@ def _from_sqlite(name: str, message: str) -> SSOError | None:
     return None
 
 
+def _asyncpg_unencodable(exc: BaseException) -> bool:
+    """asyncpg could not encode a parameter (its client-side DataError is a ValueError)."""
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """An asyncpg failure after which the connection is unusable (prebuilt.py drops it)."""
+    if isinstance(exc, asyncpg.PostgresConnectionError | OSError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and not _asyncpg_unencodable(exc)
+
+
 def map_db_error(exc: BaseException) -> SSOError | None:
     """The domain error for a database driver error, or None to re-raise it as is."""
     if isinstance(exc, SSOError):
@@ -150,9 +162,8 @@ def map_db_error(exc: BaseException) -> SSOError | None:
     if isinstance(exc, sa_exc.DataError | OverflowError):
         return InvalidArgument("invalid value")
     # asyncpg's client-side errors, raised directly by the prebuilt statements
-    # (prebuilt.py): a parameter it cannot encode (its DataError is also a ValueError),
-    # then connection failures.
-    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+    # (prebuilt.py): a parameter it cannot encode, then connection failures.
+    if _asyncpg_unencodable(exc):
         return InvalidArgument("invalid value")
     # asyncpg client-side failures (connection closed, protocol) without a SQLSTATE.
     if isinstance(exc, sa_exc.InterfaceError | sa_exc.DisconnectionError | asyncpg.InterfaceError):

@@ -30,12 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import Compiled
 
 from sso.storage._sql import autocommit
+from sso.storage.errors import connection_lost
 from sso.storage.instrumentation import observed_statement
 
 
@@ -60,14 +60,6 @@ class _Compiled:
         ]
 
 
-def _broken(exc: BaseException) -> bool:
-    """A connection-level failure: the pooled connection is unusable afterwards."""
-    if isinstance(exc, asyncpg.PostgresConnectionError | OSError):
-        return True
-    # InterfaceError is client-side; the ValueError kind is a parameter it could not encode.
-    return isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
-
-
 class Prebuilt:
     """Runs module-level statements with named parameters on one engine (see module doc)."""
 
@@ -75,11 +67,10 @@ class Prebuilt:
         self._base = engine  # instrumentation is registered on the engine, not on views
         self._engine = autocommit(engine)
         self.is_pg = engine.dialect.name == "postgresql"
-        self._compiled: dict[int, _Compiled] = {}
-        self._keep: list[Executable] = []  # compiled statements stay alive: ids stay unique
+        self._compiled: dict[Executable, _Compiled] = {}  # statements hash by identity
 
     def _compile(self, stmt: Executable) -> _Compiled:
-        found = self._compiled.get(id(stmt))
+        found = self._compiled.get(stmt)
         if found is not None:
             return found
         dialect = self._engine.dialect
@@ -89,8 +80,7 @@ class Prebuilt:
         processors = tuple(binds[name].type.bind_processor(dialect) for name in names)
         fixed = {n: binds[n].effective_value for n in names if not binds[n].required}
         entry = _Compiled(str(compiled), names, processors, fixed)
-        self._compiled[id(stmt)] = entry
-        self._keep.append(stmt)
+        self._compiled[stmt] = entry
         return entry
 
     async def first(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
@@ -99,11 +89,7 @@ class Prebuilt:
             async with self._engine.connect() as conn:
                 row = (await conn.execute(stmt, dict(params))).first()
             return None if row is None else row._mapping
-        c = self._compile(stmt)
-        async with self._engine.connect() as conn:
-            driver = await _driver(conn)
-            with observed_statement(self._base, c.sql):
-                record: Row | None = await _guard(conn, driver.fetchrow(c.sql, *c.args(params)))
+        record: Row | None = await self._send(stmt, params, "fetchrow")
         return record
 
     async def run(self, stmt: Executable, params: Mapping[str, Any]) -> None:
@@ -112,23 +98,19 @@ class Prebuilt:
             async with self._engine.connect() as conn:
                 await conn.execute(stmt, dict(params))
             return
+        await self._send(stmt, params, "execute")
+
+    async def _send(self, stmt: Executable, params: Mapping[str, Any], method: str) -> Any:
+        """`method` (`fetchrow` / `execute`) of the driver connection of a pooled connection."""
         c = self._compile(stmt)
         async with self._engine.connect() as conn:
-            driver = await _driver(conn)
+            driver = (await conn.get_raw_connection()).driver_connection
             with observed_statement(self._base, c.sql):
-                await _guard(conn, driver.execute(c.sql, *c.args(params)))
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    return (await conn.get_raw_connection()).driver_connection
-
-
-async def _guard(conn: AsyncConnection, call: Any) -> Any:
-    try:
-        return await call
-    except BaseException as exc:
-        if _broken(exc) or isinstance(exc, asyncio.CancelledError):
-            # Never hand a dead (or mid-statement, when cancelled) connection to the next
-            # request; SQLAlchemy does the same for its own statements.
-            await conn.invalidate()
-        raise
+                try:
+                    return await getattr(driver, method)(c.sql, *c.args(params))
+                except BaseException as exc:
+                    if connection_lost(exc) or isinstance(exc, asyncio.CancelledError):
+                        # Never hand a dead (or mid-statement, when cancelled) connection
+                        # to the next request; SQLAlchemy does the same for its own.
+                        await conn.invalidate()
+                    raise

@@ -145,6 +145,7 @@ PG_ROTATE = _pg_rotate()
 
 # --- Login: a new session and its first refresh token ------------------------------
 # (Parameters are named `p_<column>`: SQLAlchemy reserves a column's own name in VALUES.)
+_CREATED_AT: BindParameter[object] = bindparam("p_created_at", type_=UtcDateTime())
 _SESSION_VALUES = {
     "id": bindparam("p_id", type_=s.c.id.type),
     "user_id": bindparam("p_user_id", type_=s.c.user_id.type),
@@ -152,20 +153,19 @@ _SESSION_VALUES = {
     "user_agent": bindparam("p_user_agent", type_=s.c.user_agent.type),
     "ip": bindparam("p_ip", type_=s.c.ip.type),
     "device_name": bindparam("p_device_name", type_=s.c.device_name.type),
-    "created_at": bindparam("p_created_at", type_=UtcDateTime()),
-    "last_used_at": bindparam("p_created_at", type_=UtcDateTime()),
+    "created_at": _CREATED_AT,
+    "last_used_at": _CREATED_AT,
     "expires_at": bindparam("p_expires_at", type_=UtcDateTime()),
     "amr": bindparam("p_amr", type_=s.c.amr.type),
 }
 _TOKEN_HASH: BindParameter[object] = bindparam("p_token_hash", type_=LargeBinary())
-_TOKEN_CREATED: BindParameter[object] = bindparam("p_created_at", type_=UtcDateTime())
 _TOKEN_EXPIRES: BindParameter[object] = bindparam("p_token_expires_at", type_=UtcDateTime())
 # SQLite: two statements in one transaction.
 INSERT_SESSION = insert(s).values(_SESSION_VALUES)
 INSERT_FIRST_TOKEN = insert(rt).values(
     token_hash=_TOKEN_HASH,
     session_id=bindparam("p_id", type_=rt.c.session_id.type),
-    created_at=_TOKEN_CREATED,
+    created_at=_CREATED_AT,
     expires_at=_TOKEN_EXPIRES,
 )
 
@@ -177,7 +177,7 @@ def _pg_create() -> Insert:
         insert(rt)
         .from_select(
             ["token_hash", "session_id", "created_at", "expires_at"],
-            select(_TOKEN_HASH, new_session.c.id, _TOKEN_CREATED, _TOKEN_EXPIRES),
+            select(_TOKEN_HASH, new_session.c.id, _CREATED_AT, _TOKEN_EXPIRES),
         )
         .add_cte(new_session)
     )

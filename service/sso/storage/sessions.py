@@ -15,7 +15,6 @@ here, which must be the primary (DESIGN.md §2 Storage).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sso.domain.models import NewSession, RotationOutcome, RotationStatus, Session, User
 from sso.errors import Conflict
 from sso.storage import rotation as q
-from sso.storage._sql import autocommit
+from sso.storage._sql import autocommit, sqlite_writer
 from sso.storage.errors import translated
 from sso.storage.prebuilt import Prebuilt, Row
 from sso.storage.tables import refresh_tokens as rt
@@ -83,7 +82,7 @@ class SqlSessionRepository:
         # SQLite has one writer at a time and makes waiters poll (busy_timeout, sleeps of
         # up to 100 ms). Queueing this process's rotations here instead keeps a burst of
         # refreshes on one session from turning into seconds of polling.
-        self._sqlite_writer = asyncio.Lock()
+        self._sqlite_writer = sqlite_writer(engine)
 
     @translated
     async def create(

@@ -16,7 +16,8 @@ the updates; each re-checks the lock condition on the row it finally updates).
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -149,7 +150,7 @@ def _reserve_statement(policy: LockoutPolicy) -> Update:
     """Count one attempt as a failure unless the account is locked, and compute the
     resulting lock, in one conditional `UPDATE ... RETURNING` (see the module doc).
 
-    Built once per policy with named parameters (`_reserve_params` fills them):
+    Built once per policy with named parameters (`_Reserve.params` fills them):
     `locked_until` is one CASE over the policy's steps, each step's end a parameter.
     """
     c = users.c
@@ -183,17 +184,29 @@ def _reserve_statement(policy: LockoutPolicy) -> Update:
     )
 
 
-def _reserve_params(user_id: int, policy: LockoutPolicy, now: datetime) -> dict[str, Any]:
-    steps = policy.steps()
-    params: dict[str, Any] = {
-        "user_id": user_id,
-        "now": now,
-        "stale_before": now - policy.reset_after,
-        "until_last": now + steps[-1][1],
-    }
-    for i, (_, delay) in enumerate(steps[:-1]):
-        params[f"until_{i}"] = now + delay
-    return params
+@dataclass(frozen=True, slots=True)
+class _Reserve:
+    """The reserve statement of one policy and the lock delays its parameters need."""
+
+    stmt: Update
+    delays: tuple[timedelta, ...]  # one per step of `policy.steps()`
+    reset_after: timedelta
+
+    @classmethod
+    def of(cls, policy: LockoutPolicy) -> _Reserve:
+        delays = tuple(delay for _, delay in policy.steps())
+        return cls(_reserve_statement(policy), delays, policy.reset_after)
+
+    def params(self, user_id: int, now: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "user_id": user_id,
+            "now": now,
+            "stale_before": now - self.reset_after,
+            "until_last": now + self.delays[-1],
+        }
+        for i, delay in enumerate(self.delays[:-1]):
+            params[f"until_{i}"] = now + delay
+        return params
 
 
 class SqlLoginAttempts:
@@ -208,17 +221,17 @@ class SqlLoginAttempts:
         self._engine = autocommit(engine)
         self._counting = counting
         self._prebuilt = Prebuilt(engine)
-        self._reserve: dict[LockoutPolicy, Update] = {}
+        self._reserve: dict[LockoutPolicy, _Reserve] = {}
 
     @translated
     async def reserve(self, user_id: int, *, now: datetime, policy: LockoutPolicy) -> Reservation:
         if not self._counting:
             row = await self._prebuilt.first(_ADMIN_LOCKED, {"user_id": user_id})
             return Reservation(granted=row is None or not row["admin_locked"])
-        stmt = self._reserve.get(policy)
-        if stmt is None:
-            stmt = self._reserve[policy] = _reserve_statement(policy)
-        row = await self._prebuilt.first(stmt, _reserve_params(user_id, policy, now))
+        shape = self._reserve.get(policy)
+        if shape is None:
+            shape = self._reserve[policy] = _Reserve.of(policy)
+        row = await self._prebuilt.first(shape.stmt, shape.params(user_id, now))
         if row is None:
             return Reservation(granted=False)
         return Reservation(
