@@ -31,7 +31,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from bench import loadgen
-from bench.procs import CLK_TCK
+from bench.procs import cpu_seconds
 from bench.run import open_sessions, register_users, rig, write_logins
 from sso_proto.sso.v1 import auth_pb2, sessions_pb2
 
@@ -43,61 +43,63 @@ CALLS = {
 }
 
 
-def _ticks(pid: int, *, main_only: bool) -> int:
-    """utime + stime of the process's threads (or of its main thread) in clock ticks."""
-    tasks = [str(pid)] if main_only else os.listdir(f"/proc/{pid}/task")
-    total = 0
-    for task in tasks:
-        with open(f"/proc/{pid}/task/{task}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total
+class _WorkerCpu:
+    """A `loadgen.Window`: the workers' CPU (all threads, and main threads) while it is open."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.server_s = self.loop_s = 0.0
+
+    def _now(self) -> tuple[float, float]:
+        return (
+            cpu_seconds(self.pids, reaped=False),
+            cpu_seconds(self.pids, reaped=False, main_thread=True),
+        )
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def stop(self) -> None:
+        server, loop = self._now()
+        self.server_s, self.loop_s = server - self._started[0], loop - self._started[1]
 
 
 def one_run(tree: Path, call: str, workers: int, seconds: float, ghz: Path) -> dict[str, float]:
-    """A fresh rig on `tree`, users and sessions, a warm-up, then one measured ghz run."""
+    """A fresh rig on `tree`, users (and sessions for ValidateToken), one ghz run."""
     method, concurrency, connections = CALLS[call]
     paths = f"{tree}/service{os.pathsep}{tree}"
     with ExitStack() as stack:
         r = rig(stack, prefix="sso-ab-", extra_env={"PYTHONPATH": paths})
         service = stack.enter_context(r.service(workers))
         fixture = asyncio.run(register_users(r.target, r.app_id, 200))
-        sessions = asyncio.run(open_sessions(r.target, fixture, 32))
+        if call == "Login":
+            data = write_logins(r.tmp / "logins.json", fixture, "ab")
+        else:
+            sessions = asyncio.run(open_sessions(r.target, fixture, 32))
+            data = r.tmp / "validate.json"
+            data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
         protoset = loadgen.write_protoset(
             [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
             r.tmp / "ab.protoset",
         )
-        if call == "Login":
-            data = write_logins(r.tmp / "logins.json", fixture, "ab")
-        else:
-            data = r.tmp / "validate.json"
-            data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
-        workers_pids = [p for p in service.pids if p != service.process.pid]  # type: ignore[union-attr]
-        base = [
-            str(ghz),
-            "--insecure",
-            f"--protoset={protoset}",
-            f"--call={method}",
-            f"--concurrency={concurrency}",
-            f"--connections={connections}",
-            "--duration-stop=ignore",
-            "--format=json",
-            f"--data-file={data}",
-        ]
-        subprocess.run([*base, "--duration=2s", r.target], capture_output=True, check=True)
-        before = [_ticks(p, main_only=m) for m in (False, True) for p in workers_pids]
-        out = subprocess.run(
-            [*base, f"--duration={seconds}s", r.target], capture_output=True, check=True, text=True
-        ).stdout
-        after = [_ticks(p, main_only=m) for m in (False, True) for p in workers_pids]
-    n = len(workers_pids)
-    delta = [b - a for a, b in zip(before, after, strict=True)]
-    ok = int(json.loads(out)["statusCodeDistribution"].get("OK", 0))
-    per_call = 1000.0 / CLK_TCK / max(ok, 1)
+        window = _WorkerCpu([p for p in service.pids if p != service.process.pid])  # type: ignore[union-attr]
+        result = loadgen.run_ghz(
+            ghz,
+            target=r.target,
+            call=method,
+            protoset=protoset,
+            data_file=data,
+            concurrency=concurrency,
+            connections=connections,
+            duration=seconds,
+            warmup=2.0,
+            window=window,
+        )
+    calls = max(result.count, 1)
     return {
-        "rps": ok / seconds,
-        "server_ms": sum(delta[:n]) * per_call,
-        "loop_ms": sum(delta[n:]) * per_call,
+        "rps": result.rps,
+        "server_ms": window.server_s * 1000 / calls,
+        "loop_ms": window.loop_s * 1000 / calls,
     }
 
 

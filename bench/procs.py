@@ -72,18 +72,21 @@ def tree(pid: int) -> list[int]:
     return result
 
 
-def cpu_seconds(pids: Iterable[int], *, reaped: bool = True) -> float:
+def cpu_seconds(pids: Iterable[int], *, reaped: bool = True, main_thread: bool = False) -> float:
     """User + system CPU seconds used so far by `pids` (vanished processes count 0).
 
     With `reaped`, each process's count includes its children that have exited
     and been waited for (cutime, cstime): summed over a process tree, that is the
     CPU of everything the tree ever ran, short-lived processes included (a
     PostgreSQL backend that lived for one pooled connection, for example).
+    With `main_thread`, only each process's main thread counts (for asyncio
+    servers: the event loop, without the hashing or gRPC poller threads).
     """
     total = 0
     for pid in pids:
+        stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
             if reaped:
                 total += int(fields[13]) + int(fields[14])  # cutime, cstime

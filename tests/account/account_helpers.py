@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import sys
 import threading
 import time
@@ -34,6 +35,11 @@ def account(running: Running) -> account_pb2_grpc.AccountStub:
 
 def auth(running: Running) -> auth_pb2_grpc.AuthStub:
     return auth_pb2_grpc.AuthStub(running.channel)
+
+
+def unique(tag: str) -> str:
+    """A fresh address, so tests sharing a server never collide."""
+    return f"{tag}.{secrets.token_hex(4)}@example.com"
 
 
 def bearer(access_token: str) -> tuple[tuple[str, str], ...]:

@@ -17,6 +17,7 @@ from account_helpers import (
     reason_of,
     register,
     settle,
+    unique,
 )
 from sso_harness import Running
 
@@ -24,10 +25,6 @@ from sso_proto.sso.v1 import account_pb2, auth_pb2
 
 S = grpc.StatusCode
 NEW = "another correct horse staple"
-
-
-def unique(tag: str) -> str:
-    return f"{tag}.{secrets.token_hex(4)}@example.com"
 
 
 async def test_change_password_keeps_only_the_callers_session(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import statistics
 import time
 from datetime import timedelta
@@ -25,6 +24,7 @@ from account_helpers import (
     register,
     settle,
     start_account_server,
+    unique,
 )
 from sqlalchemy import select
 from sso_harness import Running, stop
@@ -35,10 +35,6 @@ from sso_proto.sso.v1 import account_pb2, auth_pb2, sessions_pb2, sessions_pb2_g
 
 S = grpc.StatusCode
 NEW = "a brand new correct horse"
-
-
-def unique(tag: str) -> str:
-    return f"{tag}.{secrets.token_hex(4)}@example.com"
 
 
 async def request_reset(running: Running, email: str) -> tuple[grpc.StatusCode, bytes]:

@@ -3,7 +3,6 @@ and the setting that refuses unverified logins (after the password, never before
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,16 +19,13 @@ from account_helpers import (
     register,
     settle,
     start_account_server,
+    unique,
 )
 from sso_harness import Running, stop
 
 from sso_proto.sso.v1 import account_pb2, auth_pb2
 
 S = grpc.StatusCode
-
-
-def unique(tag: str) -> str:
-    return f"{tag}.{secrets.token_hex(4)}@example.com"
 
 
 async def test_registration_mails_a_link_that_verifies_once(

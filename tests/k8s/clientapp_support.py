@@ -44,6 +44,7 @@ from operator_support import (  # noqa: E402
     free_port,
     get_or_none,
     kopf_operator,
+    patch_instance_status,
     wait_for,
 )
 from sso_harness import Running, make_settings, start, stop  # noqa: E402
@@ -217,8 +218,11 @@ def mark_instance_ready(kube: Any, name: str, namespace: str) -> None:
     so no reconciler competes for its status; the service it stands for is the
     ServiceThread, and the ClientApp reaches it through the endpoint override.
     """
-    status = {
-        "status": {
+    patch_instance_status(
+        kube,
+        name,
+        namespace,
+        {
             "phase": "Ready",
             "observedGeneration": 1,
             "conditions": [
@@ -230,18 +234,7 @@ def mark_instance_ready(kube: Any, name: str, namespace: str) -> None:
                     "lastTransitionTime": "2026-01-01T00:00:00Z",
                 }
             ],
-        }
-    }
-    kube.kubectl(
-        "patch",
-        "ssoinstance",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
+        },
     )
 
 

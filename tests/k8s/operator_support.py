@@ -252,7 +252,13 @@ def mark_foreign_conditions_ready(kube_cluster: Any, name: str, namespace: str) 
                     "lastTransitionTime": "2026-01-01T00:00:00Z",
                 }
             )
-    kube_cluster.kubectl(
+    patch_instance_status(kube_cluster, name, namespace, {"conditions": conditions})
+
+
+def patch_instance_status(kube: Any, name: str, namespace: str, status: dict[str, Any]) -> None:
+    """Merge `status` into an SSOInstance's status subresource (a test writing what a
+    handler would)."""
+    kube.kubectl(
         "patch",
         "ssoinstance",
         name,
@@ -261,7 +267,7 @@ def mark_foreign_conditions_ready(kube_cluster: Any, name: str, namespace: str) 
         "--subresource=status",
         "--type=merge",
         "-p",
-        json.dumps({"status": {"conditions": conditions}}),
+        json.dumps({"status": status}),
     )
 
 
