@@ -1,10 +1,10 @@
 """Request ids, access lines and the INTERNAL boundary (H5), through real gRPC calls.
 
-Every RPC answers with `x-request-id` (the caller's when well-formed, else a
-fresh one), every log line of the call carries it, and exactly one access line
-per call records method, code and duration. An unexpected exception becomes
-INTERNAL "internal error (ref=…)" and nothing else; the traceback is logged
-under that ref.
+Every RPC answers with `x-request-id` in its trailing metadata (the caller's
+when well-formed, else a fresh one), every log line of the call carries it,
+and exactly one access line per call records method, code and duration. An
+unexpected exception becomes INTERNAL "internal error (ref=…)" and nothing
+else; the traceback is logged under that ref.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import observability_support as support
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from observability_support import Running, client_texts, log_lines
 from sso_harness import make_settings, start, stop
 
@@ -40,7 +41,7 @@ async def test_caller_request_id_is_echoed_and_logged(
     stub = auth_pb2_grpc.AuthStub(obs_server.channel)
     call = stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=(("x-request-id", "caller-id.1"),))
     await call
-    assert ("x-request-id", "caller-id.1") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "caller-id.1") in tuple(await call.trailing_metadata())
     (line,) = access_lines(captured, "caller-id.1")
     assert line["method"] == "/sso.v1.Auth/GetJwks" and line["code"] == "OK"
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
@@ -54,7 +55,7 @@ async def test_missing_or_malformed_ids_are_replaced(
     for metadata in [(), (("x-request-id", "has spaces"),), (("x-request-id", "a" * 65),)]:
         call = stub.GetJwks(auth_pb2.GetJwksRequest(), metadata=metadata)
         await call
-        ids = [v for k, v in await call.initial_metadata() if k == "x-request-id"]
+        ids = [v for k, v in await call.trailing_metadata() if k == "x-request-id"]
         assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{16}", ids[0])
         assert len(access_lines(captured, ids[0])) == 1
 
@@ -67,7 +68,10 @@ async def test_failures_carry_the_id_and_one_access_line(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Login(request, metadata=(("x-request-id", "fail-1"),))
     error = info.value
-    assert ("x-request-id", "fail-1") in tuple(error.initial_metadata())
+    trailers = tuple(error.trailing_metadata())
+    assert ("x-request-id", "fail-1") in trailers
+    assert [k for k, _ in trailers].count("x-request-id") == 1
+    assert any(k == "grpc-status-details-bin" for k, _ in trailers)  # ErrorInfo kept
     lines = [e for e in log_lines(captured) if e["request_id"] == "fail-1"]
     (access,) = [e for e in lines if e["msg"] == "rpc"]
     assert access["code"] == error.code().name and access["method"] == "/sso.v1.Auth/Login"
@@ -84,7 +88,8 @@ async def test_concurrent_calls_keep_their_own_ids(
         for i, r in enumerate(ids)
     ]
     await asyncio.gather(*(client_texts(c) for c in calls))
-    for rid in ids:
+    for rid, call in zip(ids, calls, strict=True):
+        assert ("x-request-id", rid) in tuple(await call.trailing_metadata())
         (line,) = access_lines(captured, rid)
         assert line["code"] == "NOT_FOUND"
 
@@ -147,3 +152,13 @@ async def test_access_log_policy_leaves_out_only_what_it_says(
         assert len(logged) == (1 if policy == "writes" else 0)
     finally:
         await stop(running)
+
+
+async def test_a_servicers_own_abort_keeps_the_id(obs_server: Running) -> None:
+    """The health servicer aborts by itself (NOT_FOUND, no trailers of its own)."""
+    stub = health_pb2_grpc.HealthStub(obs_server.channel)
+    request = health_pb2.HealthCheckRequest(service="no.such.Service")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Check(request, metadata=(("x-request-id", "health-404"),))
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", "health-404") in tuple(info.value.trailing_metadata())

@@ -2,8 +2,8 @@
 
 For every unary RPC, in this order:
 1. Request id: `x-request-id` from the metadata when it is well-formed, else a
-   fresh one; sent back as initial metadata and put (with the client address)
-   on every log line of the call through context variables.
+   fresh one; sent back as trailing metadata (on errors too) and put (with the
+   client address) on every log line of the call through context variables.
 2. Log masking: the request's own secrets (password, tokens, email, session
    ids, `authorization` metadata) are registered with `sso.logs`, so they are
    masked in any log line of the call, tracebacks included.
@@ -224,19 +224,29 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 logged = True
 
             try:
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                # In the trailers, which travel in the call's last batch: an early
+                # header costs a batch of its own (about 15% of a ValidateToken).
+                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 check_fields(request)
                 return await self._call(inner, request, context)
             except errors.SSOError as exc:
                 failure = api_errors.translate(exc, legacy=legacy)
                 code = failure.code
                 access_line()
-                await context.abort(failure.code, failure.message, failure.trailing_metadata)
+                await context.abort(
+                    failure.code,
+                    failure.message,
+                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
+                )
             except _ServerDeadline:
                 failure = api_errors.deadline_exceeded(self.default_deadline)
                 code = failure.code
                 access_line()
-                await context.abort(failure.code, failure.message, failure.trailing_metadata)
+                await context.abort(
+                    failure.code,
+                    failure.message,
+                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
+                )
             except grpc.aio.AbortError:
                 set_code = context.code()
                 code = (
@@ -252,7 +262,11 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 failure = api_errors.internal(ref)
                 code = failure.code
                 access_line()
-                await context.abort(failure.code, failure.message, failure.trailing_metadata)
+                await context.abort(
+                    failure.code,
+                    failure.message,
+                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
+                )
             finally:
                 access_line()
                 logs.unbind_request_secrets(secrets_token)
