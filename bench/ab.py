@@ -6,14 +6,17 @@ more than many of the changes worth measuring. This tool compares two trees
 directly: it checks the other commit out into a git worktree, then alternates
 between the trees (`--pairs` times), each time starting a fresh rig (PostgreSQL,
 Redis, `sso serve --workers N` with that tree first on PYTHONPATH), registering
-users, and running ghz against one method; per run it reports req/s, the
+users, and loading one method; per run it reports req/s, the
 server's CPU per call (all threads of the workers, from /proc) and the CPU of
 the workers' main threads (the event loops) per call.
 
     .venv/bin/python -m bench.ab --base 67ab49b --call Login
     .venv/bin/python -m bench.ab --base HEAD~1 --call ValidateToken --pairs 3
+    .venv/bin/python -m bench.ab --base HEAD --call Refresh
 
-The ghz binary comes from `bench.loadgen` (built once into the bench cache).
+Login and ValidateToken go through ghz, Refresh through chainload (one chain
+of rotations per session); both are built once into the bench cache by
+`bench.loadgen`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ CALLS = {
     # ghz call, in flight, connections
     "Login": ("sso.v1.Auth.Login", 8, 8),
     "ValidateToken": ("sso.v1.Auth.ValidateToken", 32, 16),
+    "Refresh": ("/sso.v1.Auth/Refresh", 32, 16),  # chainload: one chain per session
 }
 
 
@@ -64,27 +68,46 @@ class _WorkerCpu:
         self.server_s, self.loop_s = server - self._started[0], loop - self._started[1]
 
 
-def one_run(tree: Path, call: str, workers: int, seconds: float, ghz: Path) -> dict[str, float]:
-    """A fresh rig on `tree`, users (and sessions for ValidateToken), one ghz run."""
+def one_run(
+    tree: Path, call: str, workers: int, seconds: float, tools: loadgen.Tools
+) -> dict[str, float]:
+    """A fresh rig on `tree`, users (and sessions), one ghz (or chainload) run."""
     method, concurrency, connections = CALLS[call]
     paths = f"{tree}/service{os.pathsep}{tree}"
     with ExitStack() as stack:
         r = rig(stack, prefix="sso-ab-", extra_env={"PYTHONPATH": paths})
         service = stack.enter_context(r.service(workers))
         fixture = asyncio.run(register_users(r.target, r.app_id, 200))
+        window = _WorkerCpu([p for p in service.pids if p != service.process.pid])  # type: ignore[union-attr]
         if call == "Login":
             data = write_logins(r.tmp / "logins.json", fixture, "ab")
         else:
-            sessions = asyncio.run(open_sessions(r.target, fixture, 32))
+            sessions = asyncio.run(open_sessions(r.target, fixture, concurrency))
             data = r.tmp / "validate.json"
             data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
+            chains = r.tmp / "refresh-tokens.txt"
+            chains.write_text("\n".join(sessions.refresh_tokens) + "\n")
+        if call == "Refresh":
+            assert tools.chainload is not None
+            result = loadgen.run_chainload(
+                tools.chainload,
+                target=r.target,
+                method=method,
+                concurrency=concurrency,
+                connections=connections,
+                duration=seconds,
+                warmup=2.0,
+                tokens_file=chains,
+                window=window,
+            )
+            return _measures(result.rps, result.count, window)
         protoset = loadgen.write_protoset(
             [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
             r.tmp / "ab.protoset",
         )
-        window = _WorkerCpu([p for p in service.pids if p != service.process.pid])  # type: ignore[union-attr]
+        assert tools.ghz is not None
         result = loadgen.run_ghz(
-            ghz,
+            tools.ghz,
             target=r.target,
             call=method,
             protoset=protoset,
@@ -95,9 +118,13 @@ def one_run(tree: Path, call: str, workers: int, seconds: float, ghz: Path) -> d
             warmup=2.0,
             window=window,
         )
-    calls = max(result.count, 1)
+    return _measures(result.rps, result.count, window)
+
+
+def _measures(rps: float, count: int, window: _WorkerCpu) -> dict[str, float]:
+    calls = max(count, 1)
     return {
-        "rps": result.rps,
+        "rps": rps,
         "server_ms": window.server_s * 1000 / calls,
         "loop_ms": window.loop_s * 1000 / calls,
     }
@@ -112,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=12.0)
     args = parser.parse_args(argv)
     tools = loadgen.prepare_tools()
-    if tools.ghz is None:
-        print("ghz is needed (Go toolchain): " + "; ".join(tools.notes), file=sys.stderr)
+    if tools.ghz is None or tools.chainload is None:
+        print(
+            "ghz and chainload are needed (Go toolchain): " + "; ".join(tools.notes),
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="sso-ab-tree-") as tmp:
         base_tree = Path(tmp) / "base"
@@ -128,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print("|---|---:|---:|---:|")
             for _ in range(args.pairs):
                 for label, tree in ((args.base, base_tree), ("working tree", ROOT)):
-                    m = one_run(tree, args.call, args.workers, args.seconds, tools.ghz)
+                    m = one_run(tree, args.call, args.workers, args.seconds, tools)
                     print(
                         f"| {label} | {m['rps']:.1f} | {m['server_ms']:.3f} | {m['loop_ms']:.3f} |",
                         flush=True,
