@@ -93,7 +93,8 @@ async def login(
 
 
 def trailers(error: grpc.aio.AioRpcError) -> tuple[tuple[str, Any], ...]:
-    return tuple(error.trailing_metadata() or ())
+    """The error's trailers but the per-call `x-request-id`: what must not tell answers apart."""
+    return tuple(kv for kv in error.trailing_metadata() or () if kv[0] != "x-request-id")
 
 
 def hash_calls(running: Running) -> int:
