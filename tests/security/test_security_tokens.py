@@ -302,3 +302,87 @@ def test_hostile_kid_is_just_invalid(
     with pytest.raises(TokenError) as caught:
         verify(tokens, token)
     assert type(caught.value) is TokenError
+
+
+# -- the verified-token cache --------------------------------------------------
+
+
+def _fresh(tmp_path: Path, *, cache_size: int = 64) -> tuple[KeyRing, JwtAccessTokens]:
+    keys.ensure(tmp_path, "RS256")
+    ring = KeyRing.load(tmp_path)
+    return ring, JwtAccessTokens(ring, ISSUER, leeway=30, cache_size=cache_size)
+
+
+def _issue(tokens: JwtAccessTokens, sub: str = "7") -> str:
+    claims = {"sub": sub, "aud": AUDIENCE, "sid": f"s-{sub}", "email": "a@b.c", "amr": ["pwd"]}
+    return tokens.issue(claims, ttl=timedelta(minutes=5), now=NOW)
+
+
+def test_a_repeated_token_is_answered_from_the_cache_with_its_own_copy(tmp_path: Path) -> None:
+    _, tokens = _fresh(tmp_path)
+    token = _issue(tokens)
+    first = verify(tokens, token)
+    assert tokens.cache_hits == 0 and tokens.cached == 1
+    first["sub"] = "changed by a caller"
+    second = verify(tokens, token)
+    assert tokens.cache_hits == 1
+    assert second["sub"] == "7" and second == {**first, "sub": "7"}
+
+
+def test_a_cached_token_still_expires_and_still_checks_the_audience(tmp_path: Path) -> None:
+    _, tokens = _fresh(tmp_path)
+    token = _issue(tokens)
+    verify(tokens, token)
+    with pytest.raises(TokenError):
+        verify(tokens, token, audience="another-app")
+    assert verify(tokens, token, audience=None)["sub"] == "7"
+    with pytest.raises(TokenError):  # not yet valid: nbf is NOW, leeway 30 s
+        tokens.verify(token, audience=AUDIENCE, now=NOW - timedelta(seconds=31))
+    with pytest.raises(TokenExpired):
+        tokens.verify(token, audience=AUDIENCE, now=NOW + timedelta(minutes=5, seconds=31))
+    assert tokens.cache_hits == 4  # every one of those answers came from the cache
+    assert tokens.cached == 0  # expired: dropped
+
+
+def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(tmp_path: Path) -> None:
+    _, tokens = _fresh(tmp_path)
+    token = _issue(tokens)
+    verify(tokens, token)
+    head, body, sig = token.split(".")
+    forged_body = b64json({**json.loads(jwt.utils.base64url_decode(body)), "sub": "1"})
+    for forged in (f"{head}.{forged_body}.{sig}", f"{head}.{body}.{sig[:-4]}AAAA"):
+        with pytest.raises(TokenError):
+            verify(tokens, forged)
+    assert tokens.cache_hits == 0 and tokens.cached == 1
+
+
+def test_a_key_set_reload_sends_tokens_through_full_verification(tmp_path: Path) -> None:
+    ring, tokens = _fresh(tmp_path)
+    token = _issue(tokens)
+    verify(tokens, token)
+    keys.rotate(tmp_path, "RS256", retire_after=timedelta(minutes=10), now=NOW)
+    assert ring.maybe_reload()
+    assert verify(tokens, token)["sub"] == "7"  # the retired key still verifies it ...
+    assert tokens.cache_hits == 0  # ... but not from the cache: the key object is new
+    assert verify(tokens, token)["sub"] == "7"
+    assert tokens.cache_hits == 1
+    # Twenty minutes on, the next rotation drops the old key: its tokens fail at once.
+    keys.rotate(
+        tmp_path, "RS256", retire_after=timedelta(minutes=10), now=NOW + timedelta(minutes=20)
+    )
+    assert ring.maybe_reload()
+    with pytest.raises(TokenError):
+        verify(tokens, token)
+    assert tokens.cache_hits == 1 and tokens.cached == 0
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest_first(tmp_path: Path) -> None:
+    _, tokens = _fresh(tmp_path, cache_size=3)
+    issued = [_issue(tokens, str(i)) for i in range(1, 6)]
+    for token in issued:
+        verify(tokens, token)
+    assert tokens.cached == 3
+    verify(tokens, issued[-1])
+    assert tokens.cache_hits == 1
+    verify(tokens, issued[0])  # dropped earlier: verified again, not a hit
+    assert tokens.cache_hits == 1 and tokens.cached == 3

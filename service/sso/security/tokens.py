@@ -20,6 +20,17 @@ Signatures are made and checked by `sso.security.jws` directly on
 vs ~22 us for RS256 in `python -m bench.jws`); every exception on the way is
 translated in `_translate` into `TokenExpired` or `TokenError` with the generic
 message of `sso.errors`; no token content ever reaches a message.
+
+A relying app sends the same access token with each of its requests for the
+token's few minutes of life, so tokens that passed every check are remembered
+(a bounded dict, oldest out first; the same idea as Envoy's jwt_authn cache):
+a repeat skips parsing and the signature but not what can change between
+calls. The caller's audience and the clock are checked on every call, and the
+entry is used only while the key ring still holds the very key object that
+verified it, so a key-set reload (rotation, a key removed) sends every token
+through full verification again. Only valid tokens are stored, so garbage
+cannot fill the cache; the revocation denylist is consulted by the caller
+after this, on every call.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from typing import Any
 
 from sso.errors import TokenError, TokenExpired
 from sso.security import jws
-from sso.security.keys import KeyRing
+from sso.security.keys import KeyRing, SigningKey
 
 __all__ = ["ACCESS_TOKEN_TYPE", "MAX_LEEWAY", "MAX_TOKEN_CHARS", "JwtAccessTokens"]
 
@@ -51,6 +62,8 @@ MAX_LEEWAY = timedelta(seconds=60)
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Far above any token we issue (~1 kB), far below the gRPC metadata limits.
 MAX_TOKEN_CHARS = 8192
+# Verified tokens remembered per process (~2 kB each with their claims).
+VERIFIED_CACHE_SIZE = 4096
 
 
 def _seconds(value: datetime) -> int:
@@ -103,7 +116,14 @@ def _translate() -> Iterator[None]:
 class JwtAccessTokens:
     """The `AccessTokenIssuer` port on top of a `KeyRing`."""
 
-    def __init__(self, keyring: KeyRing, issuer: str, leeway: timedelta | float = 30) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        issuer: str,
+        leeway: timedelta | float = 30,
+        *,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+    ) -> None:
         if not isinstance(leeway, timedelta):
             leeway = timedelta(seconds=leeway)
         if not timedelta(0) <= leeway <= MAX_LEEWAY:
@@ -113,10 +133,19 @@ class JwtAccessTokens:
         self._keyring = keyring
         self._issuer = issuer
         self._leeway = leeway.total_seconds()
+        # token -> (claims, kid, key) of tokens that passed every check; see the module doc.
+        self._verified: dict[str, tuple[dict[str, Any], str, SigningKey]] = {}
+        self._cache_size = max(1, cache_size)
+        self.cache_hits = 0
 
     @property
     def issuer(self) -> str:
         return self._issuer
+
+    @property
+    def cached(self) -> int:
+        """How many verified tokens are remembered now (at most `cache_size`)."""
+        return len(self._verified)
 
     def issue(self, claims: dict[str, Any], *, ttl: timedelta, now: datetime) -> str:
         """Sign `claims` plus iss, iat, nbf, exp and jti with the active key.
@@ -145,28 +174,58 @@ class JwtAccessTokens:
         """The verified claims; `TokenExpired` or `TokenError` otherwise."""
         if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
             raise TokenError()
+        at = _seconds(now or datetime.now(UTC))
+        hit = self._verified.get(token)
+        if hit is not None:
+            payload, kid, key = hit
+            if self._keyring.get(kid) is key:  # still in the ring, not reloaded away
+                self.cache_hits += 1
+                try:
+                    with _translate():
+                        self._current(payload, audience, at)
+                except TokenExpired:
+                    del self._verified[token]  # it will never be valid again
+                    raise
+                return dict(payload)
+            del self._verified[token]
         with _translate():
-            return self._verify(token, audience, _seconds(now or datetime.now(UTC)))
+            payload, kid, key = self._verify(token, audience, at)
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (payload, kid, key)
+        return dict(payload)
 
     def jwks(self) -> dict[str, Any]:
         return self._keyring.jwks()
 
-    def _verify(self, token: str, audience: str | None, now: int) -> dict[str, Any]:
+    def _verify(
+        self, token: str, audience: str | None, now: int
+    ) -> tuple[dict[str, Any], str, SigningKey]:
         header = _peek_header(token)
         if not _ALLOWED_HEADER.issuperset(header):
             raise TokenError()
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP:
             raise TokenError()
-        key = self._keyring.get(header.get("kid"))
-        if key is None or header.get("alg") != key.alg:
+        kid = header.get("kid")
+        key = self._keyring.get(kid)
+        if key is None or header.get("alg") != key.alg or not isinstance(kid, str):
             raise TokenError()
         payload = jws.verify(token, key.public_key, key.alg)
         if any(claim not in payload for claim in REQUIRED_CLAIMS):
             raise TokenError()
+        # Signature good; the audience and the clock (the issuer is compared below).
+        self._current(payload, audience, now)
+        if not isinstance(payload.get("sub"), str) or not isinstance(payload.get("jti"), str):
+            raise TokenError()
+        if payload.get("iss") != self._issuer or not _valid_aud(payload.get("aud")):
+            raise TokenError()
+        return payload, kid, key
+
+    def _current(self, payload: dict[str, Any], audience: str | None, now: int) -> None:
+        """The per-call checks: the caller's audience, and the clock."""
         if audience is not None and not _has_audience(payload.get("aud"), audience):
             raise TokenError()
-        # Signature and audience are good (the issuer is compared below); now the clock.
         leeway = self._leeway
         if _numeric_date(payload, "exp") <= now - leeway:
             raise TokenExpired()
@@ -174,8 +233,3 @@ class JwtAccessTokens:
             raise TokenError()
         if _numeric_date(payload, "iat") > now + leeway:
             raise TokenError()
-        if not isinstance(payload.get("sub"), str) or not isinstance(payload.get("jti"), str):
-            raise TokenError()
-        if payload.get("iss") != self._issuer or not _valid_aud(payload.get("aud")):
-            raise TokenError()
-        return payload
