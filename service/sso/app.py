@@ -181,7 +181,12 @@ class Container:
         closers.append(legacy_hashes.close)
         hasher = Argon2PasswordHasher(s.passwords, on_legacy_verified=legacy_hashes.poke)
         closers.append(hasher.close)
-        tokens = JwtAccessTokens(keyring, issuer=s.tokens.issuer, leeway=s.tokens.leeway)
+        tokens = JwtAccessTokens(
+            keyring,
+            issuer=s.tokens.issuer,
+            leeway=s.tokens.leeway,
+            cache_size=s.tokens.verified_cache_size,
+        )
         # Every security event goes to each sink: the audit log line (more sinks append here).
         sinks: list[EventSink] = [LoggingSink()]
         # The append-only audit_events table, minus routine events (they stay in log + metrics).

@@ -122,6 +122,10 @@ class TokenSettings(BaseModel):
     )
     # Clock skew tolerated on exp/nbf when verifying.
     leeway: timedelta = Field(timedelta(seconds=30), le=timedelta(seconds=60))
+    # Access tokens a worker remembers after verifying them, so a relying app's repeated
+    # ValidateToken skips the signature (audience, clock, key and revocation are still
+    # checked on every call); about 2 kB each. 0 = verify every call in full.
+    verified_cache_size: int = Field(4096, ge=0, le=1_000_000)
 
 
 class KeySettings(BaseModel):

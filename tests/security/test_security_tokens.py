@@ -386,3 +386,10 @@ def test_the_cache_is_bounded_and_drops_the_oldest_first(tmp_path: Path) -> None
     assert tokens.cache_hits == 1
     verify(tokens, issued[0])  # dropped earlier: verified again, not a hit
     assert tokens.cache_hits == 1 and tokens.cached == 3
+
+
+def test_a_cache_of_size_zero_verifies_every_call(tmp_path: Path) -> None:
+    _, tokens = _fresh(tmp_path, cache_size=0)
+    token = _issue(tokens)
+    assert verify(tokens, token) == verify(tokens, token)
+    assert tokens.cache_hits == 0 and tokens.cached == 0

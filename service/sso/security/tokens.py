@@ -135,7 +135,7 @@ class JwtAccessTokens:
         self._leeway = leeway.total_seconds()
         # token -> (claims, kid, key) of tokens that passed every check; see the module doc.
         self._verified: dict[str, tuple[dict[str, Any], str, SigningKey]] = {}
-        self._cache_size = max(1, cache_size)
+        self._cache_size = max(0, cache_size)  # 0: no cache
         self.cache_hits = 0
 
     @property
@@ -190,6 +190,8 @@ class JwtAccessTokens:
             del self._verified[token]
         with _translate():
             payload, kid, key = self._verify(token, audience, at)
+        if not self._cache_size:
+            return payload
         if len(self._verified) >= self._cache_size:
             del self._verified[next(iter(self._verified))]  # the oldest entry
         self._verified[token] = (payload, kid, key)
