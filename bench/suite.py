@@ -48,11 +48,19 @@ from bench.plot import plot
 from bench.probe import HealthProbe
 from bench.procs import CpuWindow
 from bench.report import render
-from bench.run import RESULTS, machine_info, open_sessions, register_users, rig, write_logins
+from bench.run import (
+    RESULTS,
+    SUITE_TARGETS,
+    machine_info,
+    open_sessions,
+    register_users,
+    rig,
+    write_logins,
+)
 from bench.sweep import StepRunner, StepSlice, Sweep, run_sweep
 from sso_proto.sso.v1 import auth_pb2, sessions_pb2
 
-TARGETS = {"Login": 0.95, "ValidateToken": 0.70, "Refresh": 0.40, "relying app": 0.90}
+TARGETS = SUITE_TARGETS
 SCALING_TARGET = 1.7
 PROBE_P99_MS = 50.0
 CHEAP = [1, 2, 4, 8, 16, 32, 64, 128]
