@@ -30,6 +30,7 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 
@@ -87,37 +88,28 @@ def one_run(
             data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
             chains = r.tmp / "refresh-tokens.txt"
             chains.write_text("\n".join(sessions.refresh_tokens) + "\n")
+        load: dict[str, Any] = {
+            "target": r.target,
+            "concurrency": concurrency,
+            "connections": connections,
+            "duration": seconds,
+            "warmup": 2.0,
+            "window": window,
+        }
         if call == "Refresh":
             assert tools.chainload is not None
             result = loadgen.run_chainload(
-                tools.chainload,
-                target=r.target,
-                method=method,
-                concurrency=concurrency,
-                connections=connections,
-                duration=seconds,
-                warmup=2.0,
-                tokens_file=chains,
-                window=window,
+                tools.chainload, method=method, tokens_file=chains, **load
             )
-            return _measures(result.rps, result.count, window)
-        protoset = loadgen.write_protoset(
-            [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
-            r.tmp / "ab.protoset",
-        )
-        assert tools.ghz is not None
-        result = loadgen.run_ghz(
-            tools.ghz,
-            target=r.target,
-            call=method,
-            protoset=protoset,
-            data_file=data,
-            concurrency=concurrency,
-            connections=connections,
-            duration=seconds,
-            warmup=2.0,
-            window=window,
-        )
+        else:
+            protoset = loadgen.write_protoset(
+                [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
+                r.tmp / "ab.protoset",
+            )
+            assert tools.ghz is not None
+            result = loadgen.run_ghz(
+                tools.ghz, call=method, protoset=protoset, data_file=data, **load
+            )
     return _measures(result.rps, result.count, window)
 
 
