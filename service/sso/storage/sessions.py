@@ -77,7 +77,6 @@ class SqlSessionRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._auto = autocommit(engine)
-        self._pg = engine.dialect.name == "postgresql"
         self._prebuilt = Prebuilt(engine)
         # SQLite has one writer at a time and makes waiters poll (busy_timeout, sleeps of
         # up to 100 ms). Queueing this process's rotations here instead keeps a burst of
@@ -106,7 +105,7 @@ class SqlSessionRepository:
             "p_token_expires_at": min(refresh_expires_at, session.expires_at),
             "p_amr": " ".join(session.amr),
         }
-        if self._pg:  # one statement (a data-modifying CTE): one round trip
+        if self._prebuilt.is_pg:  # one statement (a data-modifying CTE): one round trip
             await self._prebuilt.run(q.PG_CREATE, params)
             return
         async with self._engine.begin() as conn:
@@ -130,7 +129,7 @@ class SqlSessionRepository:
             "successor": successor_hash,
             "idle_expires_at": now + idle_ttl,
         }
-        if self._pg:
+        if self._prebuilt.is_pg:
             m = await self._prebuilt.first(q.PG_ROTATE, params)
             if m is not None:
                 session = _session(m)
