@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_support import patch_instance_status
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "e2e" / "manifests"
@@ -163,17 +164,7 @@ def test_status_keeps_declared_fields_and_kopf_progress(kube_cluster: Any, names
         "kopf": {"progress": {"apply": {"retries": 1, "anything": {"nested": True}}}},
         "undeclared": "is pruned",
     }
-    kube_cluster.kubectl(
-        "patch",
-        "ssoinstance",
-        "sso",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    patch_instance_status(kube_cluster, "sso", namespace, status)
     stored = kube_cluster.get_json("ssoinstance", "sso", "-n", namespace)["status"]
     expected = {key: value for key, value in status.items() if key != "undeclared"}
     assert stored == expected
