@@ -52,6 +52,8 @@ async def test_list_revoke_one_and_all(sso_server) -> None:
     )
     assert reason_of(error) == "SESSION_NOT_FOUND"
 
+    # Validated once, so the verified-token cache holds it: revocation must still win.
+    await auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=b.access_token))
     resp = await stub.RevokeSession(
         sessions_pb2.RevokeSessionRequest(session_id=b.session_id), metadata=bearer(a)
     )

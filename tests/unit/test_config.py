@@ -35,6 +35,28 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.tokens.access_ttl == timedelta(minutes=5)
 
 
+def test_home_moves_all_embedded_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """SSO_HOME moves the SQLite file and the key set along with the data key (and outbox)."""
+    for name in ("SSO_DATABASE__URL", "SSO_REDIS__URL", "SSO_KEYS__DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSO_HOME", str(tmp_path / "state"))
+    settings = Settings()
+    assert settings.database.url.get_secret_value() == (
+        f"sqlite+aiosqlite:///{tmp_path}/state/sso.db"
+    )
+    assert settings.keys.dir == tmp_path / "state" / "keys"
+    # What is configured itself stays where it was put.
+    monkeypatch.setenv("SSO_KEYS__DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("SSO_DATABASE__URL", "postgresql+asyncpg://sso@127.0.0.1/sso")
+    settings = Settings()
+    assert settings.keys.dir == tmp_path / "elsewhere"
+    assert settings.database.url.get_secret_value() == "postgresql+asyncpg://sso@127.0.0.1/sso"
+    monkeypatch.delenv("SSO_HOME")
+    monkeypatch.delenv("SSO_KEYS__DIR")
+    monkeypatch.delenv("SSO_DATABASE__URL")
+    assert Settings().keys.dir == Path(".sso/keys")
+
+
 def test_bounds_are_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSO_TOKENS__REFRESH_GRACE", "PT30S")
     with pytest.raises(ValidationError):
