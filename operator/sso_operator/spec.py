@@ -116,6 +116,9 @@ class Security(Model):
     lockout: Lockout = Field(default_factory=Lockout)
     password_min_length: int = Field(12, ge=8, le=128)
     require_email_verification: bool = False
+    # gRPC server reflection lists every service and method to anyone who can connect
+    # (checklist I4): off unless asked for, e.g. to debug with grpcurl.
+    grpc_reflection: bool = False
 
 
 class Storage(Model):

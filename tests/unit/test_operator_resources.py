@@ -414,6 +414,17 @@ def test_the_service_parses_the_environment_the_operator_writes(
         "starttls",
     )
     assert settings.log_level == "INFO" and not settings.embedded
+    assert settings.server.reflection is False  # checklist I4: not in production by default
+
+
+def test_grpc_reflection_is_opt_in() -> None:
+    spec = example("ssoinstance-full")
+    env = config.environment(spec, name="sso", namespace="team-a")
+    assert env["SSO_SERVER__REFLECTION"] == "false"
+    security = spec.security.model_copy(update={"grpc_reflection": True})
+    debugging = spec.model_copy(update={"security": security})
+    env = config.environment(debugging, name="sso", namespace="team-a")
+    assert env["SSO_SERVER__REFLECTION"] == "true"
 
 
 def test_resync_interval_is_configurable() -> None:

@@ -44,6 +44,7 @@ def environment(spec: SSOInstanceSpec, *, name: str, namespace: str) -> dict[str
         "SSO_SERVER__PORT": str(names.GRPC_PORT),
         "SSO_SERVER__HTTP_PORT": str(names.HTTP_PORT),
         "SSO_SERVER__DRAIN_DELAY": "5",
+        "SSO_SERVER__REFLECTION": str(security.grpc_reflection).lower(),
         "SSO_SERVER__SHUTDOWN_GRACE": "20",
         "SSO_TOKENS__ISSUER": issuer,
         "SSO_TOKENS__ACCESS_TTL": iso(spec.tokens.access_token_ttl),
