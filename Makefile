@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy service/sso operator/sso_operator
+	$(BIN)/mypy service/sso operator/sso_operator bench
 
 typecheck: lint
 

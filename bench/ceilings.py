@@ -43,7 +43,7 @@ PK_QUERY = "SELECT id, email, password_hash FROM users WHERE id = $1"
 
 
 async def _pk_worker(dsn: str, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
-    import asyncpg  # type: ignore[import-untyped]  # the benchmark's client only; the service reaches it through sso.storage
+    import asyncpg  # the benchmark's client only; the service reaches it through sso.storage
 
     conns = [await asyncpg.connect(dsn) for _ in range(connections)]
     try:
