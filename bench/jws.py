@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         keys.ensure(tmp, args.alg)
         ring = KeyRing.load(tmp)
     key = ring.active
-    tokens = JwtAccessTokens(ring, ISSUER, leeway=30)
+    tokens = JwtAccessTokens(ring, ISSUER, leeway=30)  # no cache: the whole check every call
+    cached = JwtAccessTokens(ring, ISSUER, leeway=30, cache_size=16)  # as `sso serve` runs
     now = datetime.now(UTC)
     claims = {"sub": "42", "aud": "7", "sid": "s", "email": "a@b.c", "amr": ["pwd"]}
     token = tokens.issue(claims, ttl=timedelta(minutes=5), now=now)
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "verify jws.verify": lambda: jws.verify(token, key.public_key, key.alg),
         "verify tokens.verify (full policy)": lambda: tokens.verify(token, audience="7", now=now),
+        "verify tokens.verify (cache hit)": lambda: cached.verify(token, audience="7", now=now),
         "sign pyjwt.encode": lambda: jwt.encode(
             payload, key.private_key, algorithm=key.alg, headers=header
         ),

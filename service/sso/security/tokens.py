@@ -23,7 +23,8 @@ message of `sso.errors`; no token content ever reaches a message.
 
 A relying app sends the same access token with each of its requests for the
 token's few minutes of life, so tokens that passed every check are remembered
-(a bounded dict, oldest out first; the same idea as Envoy's jwt_authn cache):
+(`cache_size`, which the service sets from `tokens.verified_cache_size`; a
+bounded dict, oldest out first; the same idea as Envoy's jwt_authn cache):
 a repeat skips parsing and the signature but not what can change between
 calls. The caller's audience and the clock are checked on every call, and the
 entry is used only while the key ring still holds the very key object that
@@ -62,8 +63,6 @@ MAX_LEEWAY = timedelta(seconds=60)
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Far above any token we issue (~1 kB), far below the gRPC metadata limits.
 MAX_TOKEN_CHARS = 8192
-# Verified tokens remembered per process (~2 kB each with their claims).
-VERIFIED_CACHE_SIZE = 4096
 
 
 def _seconds(value: datetime) -> int:
@@ -122,7 +121,7 @@ class JwtAccessTokens:
         issuer: str,
         leeway: timedelta | float = 30,
         *,
-        cache_size: int = VERIFIED_CACHE_SIZE,
+        cache_size: int = 0,
     ) -> None:
         if not isinstance(leeway, timedelta):
             leeway = timedelta(seconds=leeway)
@@ -133,9 +132,9 @@ class JwtAccessTokens:
         self._keyring = keyring
         self._issuer = issuer
         self._leeway = leeway.total_seconds()
-        # token -> (claims, kid, key) of tokens that passed every check; see the module doc.
-        self._verified: dict[str, tuple[dict[str, Any], str, SigningKey]] = {}
-        self._cache_size = max(0, cache_size)  # 0: no cache
+        # token -> (claims, key) of tokens that passed every check; see the module doc.
+        self._verified: dict[str, tuple[dict[str, Any], SigningKey]] = {}
+        self._cache_size = max(0, cache_size)  # 0 (the default): no cache
         self.cache_hits = 0
 
     @property
@@ -177,24 +176,23 @@ class JwtAccessTokens:
         at = _seconds(now or datetime.now(UTC))
         hit = self._verified.get(token)
         if hit is not None:
-            payload, kid, key = hit
-            if self._keyring.get(kid) is key:  # still in the ring, not reloaded away
+            payload, key = hit
+            if self._keyring.get(key.kid) is key:  # still in the ring, not reloaded away
                 self.cache_hits += 1
                 try:
-                    with _translate():
-                        self._current(payload, audience, at)
+                    self._current(payload, audience, at)
                 except TokenExpired:
                     del self._verified[token]  # it will never be valid again
                     raise
                 return dict(payload)
             del self._verified[token]
         with _translate():
-            payload, kid, key = self._verify(token, audience, at)
+            payload, key = self._verify(token, audience, at)
         if not self._cache_size:
             return payload
         if len(self._verified) >= self._cache_size:
             del self._verified[next(iter(self._verified))]  # the oldest entry
-        self._verified[token] = (payload, kid, key)
+        self._verified[token] = (payload, key)
         return dict(payload)
 
     def jwks(self) -> dict[str, Any]:
@@ -202,16 +200,15 @@ class JwtAccessTokens:
 
     def _verify(
         self, token: str, audience: str | None, now: int
-    ) -> tuple[dict[str, Any], str, SigningKey]:
+    ) -> tuple[dict[str, Any], SigningKey]:
         header = _peek_header(token)
         if not _ALLOWED_HEADER.issuperset(header):
             raise TokenError()
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP:
             raise TokenError()
-        kid = header.get("kid")
-        key = self._keyring.get(kid)
-        if key is None or header.get("alg") != key.alg or not isinstance(kid, str):
+        key = self._keyring.get(header.get("kid"))
+        if key is None or header.get("alg") != key.alg:
             raise TokenError()
         payload = jws.verify(token, key.public_key, key.alg)
         if any(claim not in payload for claim in REQUIRED_CLAIMS):
@@ -222,7 +219,7 @@ class JwtAccessTokens:
             raise TokenError()
         if payload.get("iss") != self._issuer or not _valid_aud(payload.get("aud")):
             raise TokenError()
-        return payload, kid, key
+        return payload, key
 
     def _current(self, payload: dict[str, Any], audience: str | None, now: int) -> None:
         """The per-call checks: the caller's audience, and the clock."""
