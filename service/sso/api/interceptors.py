@@ -233,20 +233,12 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 failure = api_errors.translate(exc, legacy=legacy)
                 code = failure.code
                 access_line()
-                await context.abort(
-                    failure.code,
-                    failure.message,
-                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
-                )
+                await _abort(context, failure, request_id)
             except _ServerDeadline:
                 failure = api_errors.deadline_exceeded(self.default_deadline)
                 code = failure.code
                 access_line()
-                await context.abort(
-                    failure.code,
-                    failure.message,
-                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
-                )
+                await _abort(context, failure, request_id)
             except grpc.aio.AbortError:
                 set_code = context.code()
                 code = (
@@ -262,11 +254,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
                 failure = api_errors.internal(ref)
                 code = failure.code
                 access_line()
-                await context.abort(
-                    failure.code,
-                    failure.message,
-                    ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata),
-                )
+                await _abort(context, failure, request_id)
             finally:
                 access_line()
                 logs.unbind_request_secrets(secrets_token)
@@ -293,6 +281,15 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             if timeout.expired():
                 raise _ServerDeadline from None
             raise
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], failure: api_errors.RpcError, request_id: str
+) -> None:
+    """End the call with `failure`; its trailers replace those already set, so the
+    request id goes in again."""
+    trailers = ((REQUEST_ID_HEADER, request_id), *failure.trailing_metadata)
+    await context.abort(failure.code, failure.message, trailers)
 
 
 class _ServerDeadline(Exception):
