@@ -23,28 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-
-class _Usage(Protocol):
-    generator: float
-    datastores: float
-
-
-class _Result(Protocol):
-    rps: float
-
-
-class _Row(Protocol):
-    scenario: str
-    ceiling: str | None
-    server_cpu_ms_per_call: float | None
-
-    @property
-    def result(self) -> _Result: ...
-
-    @property
-    def cpu(self) -> _Usage | None: ...
+if TYPE_CHECKING:  # bench.run imports this module to render its report
+    from bench.run import Row
 
 
 @dataclass(frozen=True)
@@ -66,7 +48,7 @@ class Budget:
         return self.used_ms <= self.left_ms
 
 
-def budget(row: _Row, ceiling: _Row, target: float, cores: int) -> Budget | None:
+def budget(row: Row, ceiling: Row, target: float, cores: int) -> Budget | None:
     """The budget of `row` at `target` x `ceiling`; None when a figure is missing."""
     rps, ceiling_rps = row.result.rps, ceiling.result.rps
     usage = row.cpu
@@ -86,7 +68,7 @@ def budget(row: _Row, ceiling: _Row, target: float, cores: int) -> Budget | None
 
 
 def budgets(
-    rows: Iterable[_Row], targets: Sequence[Mapping[str, float]], cores: int
+    rows: Iterable[Row], targets: Sequence[Mapping[str, float]], cores: int
 ) -> list[Budget]:
     """Every judged row's budget at each set of targets that names it."""
     by_name = {r.scenario: r for r in rows}

@@ -6,32 +6,19 @@ server CPU per call and the cores the generator and PostgreSQL + Redis used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from bench import budget
+from bench.loadgen import LoadResult
 from bench.procs import CpuUsage
-
-
-@dataclass
-class _Result:
-    rps: float
-
-
-@dataclass
-class _Row:
-    scenario: str
-    result: _Result
-    cpu: CpuUsage | None
-    server_cpu_ms_per_call: float | None
-    ceiling: str | None = None
+from bench.run import Row
 
 
 def _row(
     name: str, rps: float, ms: float, gen: float, ds: float, ceiling: str | None = None
-) -> _Row:
-    return _Row(name, _Result(rps), CpuUsage(1.0, gen, ds, 0.0, 2.0, 12.0), ms, ceiling)
+) -> Row:
+    result = LoadResult("generator", rps, int(rps * 12), None, None)
+    return Row(name, result, CpuUsage(1.0, gen, ds, 0.0, 2.0, 12.0), ms, ceiling)
 
 
 ROWS = [
@@ -72,6 +59,6 @@ def test_verdicts_of_that_run() -> None:
 
 
 def test_missing_figures_give_no_budget() -> None:
-    no_cpu = _Row("Login", _Result(70.0), None, 25.0, "argon2")
+    no_cpu = Row("Login", LoadResult("ghz", 70.0, 840, None, None), None, 25.0, "argon2")
     assert budget.budgets([ROWS[0], no_cpu], [ISSUE_2], 2) == []
     assert budget.render([], 2) == []
