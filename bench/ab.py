@@ -80,14 +80,6 @@ def one_run(
         service = stack.enter_context(r.service(workers))
         fixture = asyncio.run(register_users(r.target, r.app_id, 200))
         window = _WorkerCpu([p for p in service.pids if p != service.process.pid])  # type: ignore[union-attr]
-        if call == "Login":
-            data = write_logins(r.tmp / "logins.json", fixture, "ab")
-        else:
-            sessions = asyncio.run(open_sessions(r.target, fixture, concurrency))
-            data = r.tmp / "validate.json"
-            data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
-            chains = r.tmp / "refresh-tokens.txt"
-            chains.write_text("\n".join(sessions.refresh_tokens) + "\n")
         load: dict[str, Any] = {
             "target": r.target,
             "concurrency": concurrency,
@@ -97,11 +89,20 @@ def one_run(
             "window": window,
         }
         if call == "Refresh":
+            chains = r.tmp / "refresh-tokens.txt"
+            sessions = asyncio.run(open_sessions(r.target, fixture, concurrency))
+            chains.write_text("\n".join(sessions.refresh_tokens) + "\n")
             assert tools.chainload is not None
             result = loadgen.run_chainload(
                 tools.chainload, method=method, tokens_file=chains, **load
             )
         else:
+            if call == "Login":
+                data = write_logins(r.tmp / "logins.json", fixture, "ab")
+            else:
+                sessions = asyncio.run(open_sessions(r.target, fixture, concurrency))
+                data = r.tmp / "validate.json"
+                data.write_text(json.dumps([{"token": t} for t in sessions.access_tokens]))
             protoset = loadgen.write_protoset(
                 [auth_pb2.DESCRIPTOR, sessions_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
                 r.tmp / "ab.protoset",
@@ -110,13 +111,9 @@ def one_run(
             result = loadgen.run_ghz(
                 tools.ghz, call=method, protoset=protoset, data_file=data, **load
             )
-    return _measures(result.rps, result.count, window)
-
-
-def _measures(rps: float, count: int, window: _WorkerCpu) -> dict[str, float]:
-    calls = max(count, 1)
+    calls = max(result.count, 1)
     return {
-        "rps": rps,
+        "rps": result.rps,
         "server_ms": window.server_s * 1000 / calls,
         "loop_ms": window.loop_s * 1000 / calls,
     }
