@@ -172,7 +172,7 @@ INSERT_FIRST_TOKEN = insert(rt).values(
 
 def _pg_create() -> Insert:
     """PostgreSQL: both inserts as one statement; the token row needs the session's."""
-    new_session = insert(s).values(_SESSION_VALUES).returning(s.c.id).cte("new_session")
+    new_session = INSERT_SESSION.returning(s.c.id).cte("new_session")
     return (
         insert(rt)
         .from_select(
