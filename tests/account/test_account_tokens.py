@@ -75,3 +75,9 @@ async def test_concurrent_issues_respect_the_hourly_cap(db_url: str) -> None:
         assert await repo.cleanup(later + timedelta(hours=2)) == 4
     finally:
         await engine.dispose()
+
+
+def test_link_tokens_never_start_with_a_dash() -> None:
+    """`sso client verify-email TOKEN` would read a leading `-` as an option."""
+    tokens = [new_link_token() for _ in range(20_000)]
+    assert not any(t.startswith("-") for t in tokens) and any("-" in t for t in tokens)

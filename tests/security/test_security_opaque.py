@@ -71,3 +71,13 @@ def test_derive_key_separates_purposes() -> None:
         derive_key(b"too short", PURPOSE_SECRETBOX)
     with pytest.raises(ValueError):
         derive_key(DATA_KEY, "")
+
+
+def test_tokens_never_start_with_a_dash() -> None:
+    """Pasted into `sso client verify-mfa ID`, a leading `-` reads as an option (one in 64
+    before the fix). 20,000 draws would have hit it with probability 1 - (63/64)^20000."""
+    tokens = [new_refresh_token() for _ in range(10_000)] + [
+        new_session_id() for _ in range(10_000)
+    ]
+    assert not any(t.startswith("-") for t in tokens)
+    assert any("-" in t for t in tokens)  # the alphabet is still all of base64url

@@ -48,7 +48,11 @@ LINK_TOKEN_BYTES = 32  # 256 bits; D1 asks for >= 128
 
 
 def new_link_token() -> str:
-    return secrets.token_urlsafe(LINK_TOKEN_BYTES)
+    """Never starting with `-`: it is pasted into `sso client verify-email TOKEN`, where
+    that would read as an option (as `sso.security.opaque.url_token`)."""
+    while (token := secrets.token_urlsafe(LINK_TOKEN_BYTES)).startswith("-"):
+        pass
+    return token
 
 
 def hash_link_token(token: str) -> bytes:
