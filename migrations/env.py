@@ -29,7 +29,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sso.storage.db import ensure_sqlite_dir
+from sso.storage.db import ensure_sqlite_dir, ensure_sqlite_wal, sqlite_file
 from sso.storage.migrate import autogenerate_options
 
 # Arbitrary constant identifying "the SSO schema migration" among advisory locks.
@@ -82,6 +82,11 @@ def do_run_migrations(connection: Connection) -> None:
 async def run_async_migrations(url: str) -> None:
     if url.startswith("sqlite"):
         ensure_sqlite_dir(url)
+        path = sqlite_file(url)
+        if path is not None:
+            # WAL belongs to the file: set it once here, where the file is created,
+            # so no pool ever has to switch it (sso.storage.db, ensure_sqlite_wal).
+            ensure_sqlite_wal(path)
     engine = create_async_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:

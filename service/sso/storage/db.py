@@ -13,7 +13,13 @@ connection settings:
 - SQLite: WAL (readers never block the writer), `busy_timeout` (writers queue
   instead of failing at once), `foreign_keys=ON` (SQLite ignores FKs otherwise:
   no ON DELETE CASCADE) and `synchronous=NORMAL` (durable at checkpoints; safe
-  with WAL), set on every new connection.
+  with WAL), set on every new connection. WAL is a property of the file, and
+  switching a file into it needs the file to itself: the busy timeout does not
+  cover the switch, so two processes (or two engines) opening a database still in
+  rollback mode at once made one fail with "database is locked" (one CI run in
+  a few dozen). `ensure_sqlite_wal` therefore switches the file once, on one
+  connection, retrying while another holds it, before any pool opens it; the
+  migrations do it when they create the file.
 
 `hide_parameters=True` keeps bound values (emails, hashes) out of the text of
 SQLAlchemy exceptions and logs.
@@ -22,6 +28,8 @@ SQLAlchemy exceptions and logs.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +56,61 @@ def is_sqlite_url(url: str | URL) -> bool:
 
 def ensure_sqlite_dir(url: str | URL) -> None:
     """Create the parent directory of a file-backed SQLite database."""
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL; None for in-memory and `file:` URI databases."""
     parsed = make_url(url)
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+        return None
+    return Path(database)
+
+
+def ensure_sqlite_wal(path: Path, *, timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+    """Put the SQLite database at `path` in WAL mode (creating the file if missing).
+
+    The switch takes an exclusive lock that SQLite's busy handler does not wait
+    for, so it is retried here, for up to `timeout_ms`, while another connection
+    holds the file. A file already in WAL mode costs one read of its header.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    conn = sqlite3.connect(path, timeout=timeout_ms / 1000)
+    try:
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            if mode and str(mode[0]).lower() == "wal":
+                return
+            raise sqlite3.OperationalError(f"SQLite kept journal mode {mode!r}, not WAL")
+    finally:
+        conn.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if row and str(row[0]).lower() not in ("wal", "memory"):
+            # A file that arrived in rollback mode after the engine was made (a restored
+            # copy): switch it if nobody else holds it; if somebody does, the next new
+            # connection tries again, and the file works meanwhile in rollback mode.
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except Exception as exc:  # the driver's OperationalError: "database is locked"
+                if "locked" not in str(exc):
+                    raise
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
@@ -96,6 +146,11 @@ def _postgres_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
 
 def _sqlite_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
     ensure_sqlite_dir(url)
+    path = sqlite_file(url)
+    if path is not None and path.exists():
+        # Not for a missing file: `sso serve` must still find an unmigrated database
+        # missing, not create it; the migrations switch the file they create.
+        ensure_sqlite_wal(path)
     options: dict[str, Any] = {}
     if url.database in (None, "", ":memory:"):
         # One shared connection, or every checkout would see its own empty database.
