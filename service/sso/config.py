@@ -164,6 +164,11 @@ class ServerSettings(BaseModel):
     max_concurrent_rpcs: int = Field(1000, ge=1)
     # Serve gRPC server reflection (grpcurl, grpcui).
     reflection: bool = True
+    # Serve sso.v1.Admin only on this port, a second gRPC listener that a public Service
+    # need not expose (0 picks a free one); unset = Admin shares `port` with the rest.
+    admin_port: int | None = Field(None, ge=0, le=65535)
+    # Address the admin listener binds; unset = `host`.
+    admin_host: str | None = None
     # Seconds an RPC may run when the client sent no deadline, then DEADLINE_EXCEEDED (0 = no cap).
     default_deadline: float = Field(10.0, ge=0)
     # Which calls write an access line ("rpc" at INFO): all; writes = all but successful

@@ -1,7 +1,11 @@
 """Builds and runs the gRPC server (and the HTTP listener) around the domain services.
 
 Start: register servicers, health, reflection; bind with SO_REUSEPORT so
-`sso serve --workers N` processes share one port. Interceptors, outermost
+`sso serve --workers N` processes share one port. With `admin_port` set,
+sso.v1.Admin moves to a second gRPC server on that port (gRPC registers
+services per server, not per port), so the public port answers it UNIMPLEMENTED
+and a deployment can keep the admin port off its public Service and behind a
+NetworkPolicy (checklist I4). Interceptors, outermost
 first: tracing (a SERVER span per call), metrics, then the error boundary.
 Stop (SIGTERM): every health entry but `liveness` goes NOT_SERVING at once,
 wait `drain_delay` for endpoints to update, then `server.stop(grace)` lets
@@ -91,8 +95,10 @@ class SSOServer:
         )
         self.http = HttpListener(self._routes())
         self.port = 0
+        # Where sso.v1.Admin answers: `port`, or the admin listener's; 0 when not served.
+        self.admin_port = 0
         self.http_port = 0
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []
 
     def _routes(self) -> dict[str, Route]:
         issuer = self.bundle.issuer.rstrip("/")
@@ -146,9 +152,9 @@ class SSOServer:
             chain.append(metrics.MetricsInterceptor())
         return chain
 
-    async def start(self, *, reuse_port: bool = True) -> int:
-        s, b = self.settings, self.bundle
-        server = grpc.aio.server(
+    def _server(self, reuse_port: bool) -> grpc.aio.Server:
+        s = self.settings
+        return grpc.aio.server(
             interceptors=[
                 *self._interceptors(),
                 ErrorBoundary(default_deadline=s.default_deadline, access_log=s.access_log),
@@ -162,6 +168,25 @@ class SSOServer:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
+
+    def _common(self, server: grpc.aio.Server, names: tuple[str, ...]) -> None:
+        """Health (the same state on every listener) and, when on, reflection of `names`."""
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        if self.settings.reflection:
+            listed = (*names, "grpc.health.v1.Health", reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(listed, server)
+
+    @staticmethod
+    def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        return bound
+
+    async def start(self, *, reuse_port: bool = True) -> int:
+        s, b = self.settings, self.bundle
+        separate_admin = b.admin is not None and s.admin_port is not None
+        server = self._server(reuse_port)
         auth_pb2_grpc.add_AuthServicer_to_server(
             LegacyAuth(b.auth, b.legacy_tokens, b.legacy_ttl), server
         )
@@ -174,21 +199,39 @@ class SSOServer:
                 AccountV1(lifecycle=b.lifecycle, two_factor=b.two_factor), server
             )
         sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsV1(b.sessions), server)
+        public_names: tuple[str, ...] = SERVICE_NAMES
+        admin_server: grpc.aio.Server | None = None
         if b.admin is not None:
-            add_admin_service(server, AdminV1(b.admin), AdminGate(b.admin, b.admin_settings))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        if s.reflection:
-            names = (*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC to {s.host}:{s.port}")
+            gate = AdminGate(b.admin, b.admin_settings)
+            if separate_admin:
+                admin_server = self._server(reuse_port)
+                add_admin_service(admin_server, AdminV1(b.admin), gate)
+                self._common(admin_server, (ADMIN_SERVICE_NAME,))
+                public_names = tuple(n for n in SERVICE_NAMES if n != ADMIN_SERVICE_NAME)
+            else:
+                add_admin_service(server, AdminV1(b.admin), gate)
+        self._common(server, public_names)
+        self.port = self._bind(server, s.host, s.port)
+        if admin_server is not None and s.admin_port is not None:
+            self.admin_port = self._bind(admin_server, s.admin_host or s.host, s.admin_port)
+        else:
+            self.admin_port = self.port if b.admin is not None else 0
         await self.health.start()
         await server.start()
-        self._server = server
+        self._servers = [server]
+        if admin_server is not None:
+            await admin_server.start()
+            self._servers.append(admin_server)
         if s.http_enabled:
             self.http_port = await self.http.start(s.http_host, s.http_port, reuse_port=reuse_port)
-        log.info("serving", extra={"grpc_port": self.port, "http_port": self.http_port})
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.port,
+                "admin_port": self.admin_port,
+                "http_port": self.http_port,
+            },
+        )
         return self.port
 
     async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
@@ -197,10 +240,11 @@ class SSOServer:
             await asyncio.sleep(drain_delay)
         await self.http.stop()
         self.health.close_watches()
-        if self._server is not None:
-            await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
-            self._server = None
+        servers, self._servers = self._servers, []
+        if servers:
+            seconds = self.settings.shutdown_grace if grace is None else grace
+            await asyncio.gather(*(server.stop(seconds) for server in servers))
 
     async def wait(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
+        if self._servers:
+            await self._servers[0].wait_for_termination()

@@ -167,7 +167,13 @@ BUILDS: dict[str, Build] = {}
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("admin", help="call the sso.v1.Admin API (docs/admin.md)")
-    p.add_argument("--target", default=os.environ.get("SSO_TARGET", "127.0.0.1:50051"))
+    p.add_argument(
+        "--target",
+        default=os.environ.get("SSO_ADMIN_TARGET")
+        or os.environ.get("SSO_TARGET", "127.0.0.1:50051"),
+        help="host:port of sso.v1.Admin (default: $SSO_ADMIN_TARGET, else $SSO_TARGET;"
+        " the admin port when the server sets SSO_SERVER__ADMIN_PORT)",
+    )
     p.add_argument("--token", default=None, help="admin credential (default: $SSO_ADMIN_TOKEN)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     p.add_argument("--page-size", type=int, default=0)
