@@ -149,6 +149,13 @@ class Connection:
     endpoint: str
     issuer: str
     jwks_uri: str
+    # Where the operator calls sso.v1.Admin: the admin Service (checklist I4). Empty =
+    # `endpoint` (an override naming one process that serves Admin on its public port).
+    admin_endpoint: str = ""
+
+    @property
+    def admin(self) -> str:
+        return self.admin_endpoint or self.endpoint
 
 
 def instance_connection(
@@ -158,6 +165,7 @@ def instance_connection(
     instance_spec: Mapping[str, object],
     instance_status: Mapping[str, object],
     endpoint_override: str | None,
+    admin_override: str | None = None,
 ) -> Connection:
     """The instance's addresses: its status when written, else derived from its name and spec."""
     spec_issuer = instance_spec.get("issuer")
@@ -170,7 +178,13 @@ def instance_connection(
         instance_status.get("endpoint") or names.grpc_endpoint(name, namespace)
     )
     jwks = str(instance_status.get("jwksUri") or names.jwks_uri(issuer))
-    return Connection(endpoint=endpoint, issuer=issuer, jwks_uri=jwks)
+    # An endpoint override without an admin one names a process serving Admin on its
+    # public port (a service on the host, `make run`): Admin goes there too.
+    admin = admin_override or (
+        endpoint_override
+        or str(instance_status.get("adminEndpoint") or names.admin_endpoint(name, namespace))
+    )
+    return Connection(endpoint=endpoint, issuer=issuer, jwks_uri=jwks, admin_endpoint=admin)
 
 
 def secret_data(connection: Connection, *, app_id: int, client_secret: str) -> dict[str, str]:

@@ -67,6 +67,7 @@ def instance_connection(instance: Mapping[str, Any], config: OperatorConfig) -> 
         instance_spec=instance.get("spec") or {},
         instance_status=instance.get("status") or {},
         endpoint_override=config.grpc_endpoint(name, namespace, ""),
+        admin_override=config.admin_endpoint(name, namespace, ""),
     )
 
 
@@ -75,7 +76,7 @@ async def admin_client(
 ) -> sso_admin.AdminClient:
     """An Admin API client of the instance, with its admin token."""
     token = await admin_token(instance)
-    return sso_admin.AdminClient(connection.endpoint, token, timeout=config.admin_timeout)
+    return sso_admin.AdminClient(connection.admin, token, timeout=config.admin_timeout)
 
 
 async def admin_token(instance: Mapping[str, Any]) -> str:

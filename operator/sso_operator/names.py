@@ -12,6 +12,8 @@ import hashlib
 
 GRPC_PORT = 50051
 HTTP_PORT = 8080
+# sso.v1.Admin's own listener (SSO_SERVER__ADMIN_PORT), behind the ``<name>-admin`` Service.
+ADMIN_PORT = 50052
 CLUSTER_DOMAIN_SUFFIX = "svc"
 
 
@@ -23,6 +25,16 @@ def service_host(name: str, namespace: str) -> str:
 def grpc_endpoint(name: str, namespace: str) -> str:
     """``host:port`` that applications dial for gRPC."""
     return f"{service_host(name, namespace)}:{GRPC_PORT}"
+
+
+def admin_service(name: str) -> str:
+    """The ClusterIP Service of the admin port (the public Service does not carry it)."""
+    return f"{name}-admin"
+
+
+def admin_endpoint(name: str, namespace: str) -> str:
+    """``host:port`` of an instance's sso.v1.Admin: what the operator dials for ClientApps."""
+    return f"{admin_service(name)}.{namespace}.{CLUSTER_DOMAIN_SUFFIX}:{ADMIN_PORT}"
 
 
 def default_issuer(name: str, namespace: str) -> str:

@@ -22,6 +22,8 @@ Variables (all optional):
 ``SSO_OPERATOR_RESYNC``            seconds between resyncs of each SSOInstance (status, drift) (15)
 ``SSO_OPERATOR_ENDPOINT_OVERRIDES`` ``ns/instance=host:port,...``: gRPC address of an
                                    instance, instead of the in-cluster Service (tests, dev)
+``SSO_OPERATOR_ADMIN_ENDPOINT_OVERRIDES`` the same for its admin port (sso.v1.Admin);
+                                   unset for an instance = its ENDPOINT_OVERRIDES entry
 ``SSO_OPERATOR_CLIENTAPP_RESYNC``  seconds between drift checks of a ClientApp (60)
 ``SSO_OPERATOR_ADMIN_TIMEOUT``     deadline of one Admin API call in seconds (10)
 =================================  ==========================================
@@ -69,6 +71,8 @@ class OperatorConfig:
     resync: float = 15.0
     #: ``(("namespace/instance", "host:port"), ...)``: see :meth:`grpc_endpoint`.
     endpoint_overrides: tuple[tuple[str, str], ...] = ()
+    #: The same for the admin port: see :meth:`admin_endpoint`.
+    admin_endpoint_overrides: tuple[tuple[str, str], ...] = ()
     clientapp_resync: float = 60.0
     admin_timeout: float = 10.0
 
@@ -79,6 +83,10 @@ class OperatorConfig:
         development map an instance to a service process on the host.
         """
         return dict(self.endpoint_overrides).get(f"{namespace}/{name}", default)
+
+    def admin_endpoint(self, name: str, namespace: str, default: str) -> str:
+        """The address of an SSOInstance's sso.v1.Admin: an override, else ``default``."""
+        return dict(self.admin_endpoint_overrides).get(f"{namespace}/{name}", default)
 
     @property
     def clusterwide(self) -> bool:
@@ -110,7 +118,10 @@ class OperatorConfig:
             log_format=_choice(get("LOG_FORMAT"), "LOG_FORMAT", ("plain", "full", "json"), "json"),
             instance=get("INSTANCE") or source.get("HOSTNAME", "") or REPORTING_COMPONENT,
             resync=_seconds(get("RESYNC"), "RESYNC", cls.resync),
-            endpoint_overrides=_overrides(get("ENDPOINT_OVERRIDES")),
+            endpoint_overrides=_overrides(get("ENDPOINT_OVERRIDES"), "ENDPOINT_OVERRIDES"),
+            admin_endpoint_overrides=_overrides(
+                get("ADMIN_ENDPOINT_OVERRIDES"), "ADMIN_ENDPOINT_OVERRIDES"
+            ),
             clientapp_resync=_seconds(
                 get("CLIENTAPP_RESYNC"), "CLIENTAPP_RESYNC", cls.clientapp_resync
             ),
@@ -118,7 +129,7 @@ class OperatorConfig:
         )
 
 
-def _overrides(raw: str) -> tuple[tuple[str, str], ...]:
+def _overrides(raw: str, variable: str) -> tuple[tuple[str, str], ...]:
     """Parse ``ns/instance=host:port,...`` (see :meth:`OperatorConfig.grpc_endpoint`)."""
     pairs: list[tuple[str, str]] = []
     for item in (part.strip() for part in raw.split(",")):
@@ -129,7 +140,7 @@ def _overrides(raw: str) -> tuple[tuple[str, str], ...]:
         host, colon, port = address.rpartition(":")
         if not (sep and slash and namespace and name and colon and host and port.isdigit()):
             raise ConfigError(
-                f"{ENV_PREFIX}ENDPOINT_OVERRIDES: {item!r} is not namespace/instance=host:port"
+                f"{ENV_PREFIX}{variable}: {item!r} is not namespace/instance=host:port"
             )
         pairs.append((key, address))
     return tuple(pairs)

@@ -325,6 +325,8 @@ class PodDisruptionBudget(Model):
 class NetworkPolicy(Model):
     enabled: bool = True
     ingress_from: list[NetworkPolicyPeer] = Field(default_factory=list, max_length=32)
+    # Who may reach the admin port; empty = the operator's pods (network.OPERATOR_PEER).
+    admin_ingress_from: list[NetworkPolicyPeer] = Field(default_factory=list, max_length=32)
 
 
 class SSOInstanceSpec(Model):

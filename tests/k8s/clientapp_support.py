@@ -59,13 +59,20 @@ PASSWORD = "correct horse battery staple"
 class ServiceThread:
     """The SSO service running in a thread; :meth:`call` runs a coroutine on its loop."""
 
-    def __init__(self, tmp: Path, db_url: str, redis_url: str | None) -> None:
+    def __init__(
+        self, tmp: Path, db_url: str, redis_url: str | None, *, admin_port: bool = False
+    ) -> None:
+        """``admin_port``: serve sso.v1.Admin on a port of its own, as the operator sets it."""
         self.token_file = tmp / "admin-token"
         self.token_file.write_text("")
         self.http_port = free_port()
         settings = make_settings(tmp, db_url, redis_url)
         settings.server = ServerSettings(
-            host="127.0.0.1", port=0, http_host="127.0.0.1", http_port=self.http_port
+            host="127.0.0.1",
+            port=0,
+            http_host="127.0.0.1",
+            http_port=self.http_port,
+            admin_port=0 if admin_port else None,
         )
         settings.tokens = TokenSettings(issuer=self.issuer)
         settings.admin = AdminSettings(token_file=self.token_file)
@@ -82,6 +89,12 @@ class ServiceThread:
     def target(self) -> str:
         assert self.running is not None
         return self.running.target
+
+    @property
+    def admin_target(self) -> str:
+        """Where sso.v1.Admin answers: the public port, or the admin port when separate."""
+        assert self.running is not None
+        return f"127.0.0.1:{self.running.server.admin_port}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -109,7 +122,7 @@ class ServiceThread:
         """One Admin RPC; with ``code``, expect it to fail with that status and return None."""
 
         async def run() -> Any:
-            async with grpc.aio.insecure_channel(self.target) as channel:
+            async with grpc.aio.insecure_channel(self.admin_target) as channel:
                 stub = admin_pb2_grpc.AdminStub(channel)
                 try:
                     result = await getattr(stub, method)(
@@ -158,10 +171,12 @@ def new_email(tag: str) -> str:
 
 @contextmanager
 def operator(
-    namespace: str, monkeypatch: pytest.MonkeyPatch, overrides: str
+    namespace: str, monkeypatch: pytest.MonkeyPatch, overrides: str, admin_overrides: str = ""
 ) -> Iterator[KopfRunner]:
     """sso-operator for one namespace, mapping instances to host processes; must exit cleanly."""
     env = {"SSO_OPERATOR_ENDPOINT_OVERRIDES": overrides, "SSO_OPERATOR_CLIENTAPP_RESYNC": "1"}
+    if admin_overrides:
+        env["SSO_OPERATOR_ADMIN_ENDPOINT_OVERRIDES"] = admin_overrides
     liveness = f"--liveness=http://127.0.0.1:{free_port()}/healthz"
     with kopf_operator(namespace, monkeypatch, liveness, env=env) as runner:
         yield runner
@@ -242,6 +257,7 @@ __all__ = [
     "PASSWORD",
     "ServiceThread",
     "admin_pb2",
+    "admin_pb2_grpc",
     "apply_current_crd",
     "clientapp_manifest",
     "condition",

@@ -213,7 +213,7 @@ EXPECTED_MINIMAL = {
         "sso-db-replication",
         "sso-redis",
     ],
-    "Service": ["sso", "sso-db-primary", "sso-db-ro", "sso-db-rw", "sso-redis"],
+    "Service": ["sso", "sso-admin", "sso-db-primary", "sso-db-ro", "sso-db-rw", "sso-redis"],
     "StatefulSet": ["sso-db-primary"],
 }
 

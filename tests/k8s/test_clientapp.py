@@ -24,6 +24,7 @@ import pytest
 from clientapp_support import (
     ServiceThread,
     admin_pb2,
+    admin_pb2_grpc,
     apply_current_crd,
     clientapp_manifest,
     condition,
@@ -327,6 +328,63 @@ def test_scheduled_rotation_keeps_the_previous_secret_for_the_overlap(
             kube.kubectl("delete", "clientapp", "billing", "-n", namespace, "--wait=false")
             wait_for(lambda: app_status(kube, namespace), lambda a: a is None, "deletion")
             assert get_or_none(kube, "secret", "custom-name", namespace) is None
+
+
+def test_clientapp_through_a_separate_admin_port(
+    kube_cluster: Any,
+    namespace: str,
+    instance_namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+    redis_server: str,
+) -> None:
+    """Checklist I4 as the operator deploys it: the service serves Admin only on its admin
+    port (SSO_SERVER__ADMIN_PORT); the operator registers the app there, while the
+    credentials Secret names the public port, where the app logs in and Admin is absent."""
+    kube = kube_cluster
+    apply_current_crd(kube)
+    token = "a" * 48
+    create_admin_token(kube, instance_namespace, token)
+    with ServiceThread(tmp_path, pg_url, redis_server, admin_port=True) as sso:
+        assert sso.admin_target != sso.target
+        sso.mount_admin_token(token)
+        key = f"{instance_namespace}/sso"
+        with operator(namespace, monkeypatch, f"{key}={sso.target}", f"{key}={sso.admin_target}"):
+            kube.apply(instance_manifest("sso", instance_namespace, sso.issuer))
+            mark_instance_ready(kube, "sso", instance_namespace)
+            spec = {"instanceRef": {"name": "sso", "namespace": instance_namespace}}
+            kube.apply(clientapp_manifest("billing", namespace, spec))
+            app = wait_for(
+                lambda: app_status(kube, namespace),
+                lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
+                "phase Ready",
+            )
+            app_id = app["status"]["appId"]
+            data = secret_data(kube.get_json("secret", "billing-sso-credentials", "-n", namespace))
+            assert (
+                data["SSO_ENDPOINT"] == sso.target
+            )  # apps get the public port, never the admin one
+            email = new_email("adminport")
+            sso.register(email)
+            assert sso.login_code(app_id, data["SSO_CLIENT_SECRET"], email) == grpc.StatusCode.OK
+            got = sso.admin("GetApp", admin_pb2.GetAppRequest(app_id=app_id), token)
+            assert got.app.app_id == app_id
+
+            # The public port has no Admin service at all: the same call is UNIMPLEMENTED.
+            async def on_public_port() -> grpc.StatusCode:
+                async with grpc.aio.insecure_channel(sso.target) as channel:
+                    try:
+                        await admin_pb2_grpc.AdminStub(channel).GetApp(
+                            admin_pb2.GetAppRequest(app_id=app_id),
+                            metadata=(("authorization", f"Bearer {token}"),),
+                            timeout=10,
+                        )
+                    except grpc.aio.AioRpcError as error:
+                        return error.code()
+                return grpc.StatusCode.OK
+
+            assert sso.call(on_public_port()) == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_spec_the_instance_rejects_fails_until_fixed(

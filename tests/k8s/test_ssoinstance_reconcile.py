@@ -93,6 +93,14 @@ def test_minimal_instance_provisions_every_child_and_becomes_ready(
         assert status["database"]["replication"] == "none"
         assert status["migrations"]["result"] == "Succeeded"
         assert status["endpoint"] == f"sso.{namespace}.svc:50051"
+        assert status["adminEndpoint"] == f"sso-admin.{namespace}.svc:50052"
+        # Checklist I4: the admin port is on its own Service, not on the public one.
+        public_ports = kube_cluster.get_json("service", "sso", "-n", namespace)["spec"]["ports"]
+        assert 50052 not in {p["port"] for p in public_ports}
+        admin_ports = kube_cluster.get_json("service", "sso-admin", "-n", namespace)["spec"][
+            "ports"
+        ]
+        assert [(p["port"], p["targetPort"]) for p in admin_ports] == [(50052, "admin")]
         table = kube_cluster.kubectl("get", "ssoi", "-n", namespace).stdout.splitlines()
         assert table[1].split()[:5] == ["sso", "Ready", "True", status["endpoint"], "2/2"]
         reasons = events(kube_cluster, namespace, "sso")

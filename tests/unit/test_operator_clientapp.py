@@ -187,6 +187,7 @@ def test_connection_prefers_status_then_spec_then_defaults() -> None:
         endpoint="sso.idp.svc:50051",
         issuer="http://sso.idp.svc:8080",
         jwks_uri="http://sso.idp.svc:8080/.well-known/jwks.json",
+        admin_endpoint="sso-admin.idp.svc:50052",  # the admin Service, not the public one
     )
     from_spec = logic.instance_connection(
         name="sso",
@@ -196,6 +197,7 @@ def test_connection_prefers_status_then_spec_then_defaults() -> None:
         endpoint_override="127.0.0.1:5000",
     )
     assert from_spec.endpoint == "127.0.0.1:5000"
+    assert from_spec.admin == "127.0.0.1:5000"  # one process on the host serves both
     assert from_spec.jwks_uri == "https://login.example.com/.well-known/jwks.json"
     from_status = logic.instance_connection(
         name="sso",
@@ -204,7 +206,32 @@ def test_connection_prefers_status_then_spec_then_defaults() -> None:
         instance_status={"issuer": "https://i", "endpoint": "e:1", "jwksUri": "https://j"},
         endpoint_override=None,
     )
-    assert from_status == logic.Connection(endpoint="e:1", issuer="https://i", jwks_uri="https://j")
+    assert from_status == logic.Connection(
+        endpoint="e:1",
+        issuer="https://i",
+        jwks_uri="https://j",
+        admin_endpoint="sso-admin.idp.svc:50052",
+    )
+    with_admin = logic.instance_connection(
+        name="sso",
+        namespace="idp",
+        instance_spec={},
+        instance_status={"endpoint": "e:1", "adminEndpoint": "a:2"},
+        endpoint_override=None,
+    )
+    assert (with_admin.endpoint, with_admin.admin) == ("e:1", "a:2")
+    both = logic.instance_connection(
+        name="sso",
+        namespace="idp",
+        instance_spec={},
+        instance_status={"endpoint": "e:1", "adminEndpoint": "a:2"},
+        endpoint_override="127.0.0.1:5000",
+        admin_override="127.0.0.1:5001",
+    )
+    assert (both.endpoint, both.admin) == ("127.0.0.1:5000", "127.0.0.1:5001")
+    # The credentials Secret carries the public endpoint only.
+    data = logic.secret_data(both, app_id=1, client_secret="s")
+    assert data["SSO_ENDPOINT"] == "127.0.0.1:5000" and "5001" not in str(data)
 
 
 def test_secret_data_has_every_key_and_the_hydra_aliases() -> None:
@@ -247,6 +274,14 @@ def test_endpoint_overrides() -> None:
     assert config.grpc_endpoint("x", "b", "default") == "[::1]:6000"
     assert config.grpc_endpoint("sso", "b", "default") == "default"
     assert operator_settings.OperatorConfig.from_env({}).endpoint_overrides == ()
+    admin = operator_settings.OperatorConfig.from_env(
+        {"SSO_OPERATOR_ADMIN_ENDPOINT_OVERRIDES": "a/sso=127.0.0.1:5001"}
+    )
+    assert admin.admin_endpoint("sso", "a", "d") == "127.0.0.1:5001"
+    assert admin.admin_endpoint("sso", "b", "d") == "d"
+    assert admin.grpc_endpoint("sso", "a", "d") == "d"
+    with pytest.raises(operator_settings.ConfigError, match="ADMIN_ENDPOINT_OVERRIDES"):
+        operator_settings.OperatorConfig.from_env({"SSO_OPERATOR_ADMIN_ENDPOINT_OVERRIDES": "x"})
 
 
 @pytest.mark.parametrize("raw", ["sso=1.2.3.4:5", "a/sso=1.2.3.4", "a/sso", "a/sso=host:port"])

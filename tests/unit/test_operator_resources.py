@@ -64,6 +64,7 @@ def render(spec: SSOInstanceSpec, owner: common.Owner = OWNER) -> list[dict[str,
     docs += [
         network.server(spec, owner),
         service.service(spec, owner),
+        service.admin_service(owner),
         service.pod_disruption_budget(spec, owner),
         service.horizontal_pod_autoscaler(spec, owner),
         migration.job(spec, owner),
@@ -415,6 +416,41 @@ def test_the_service_parses_the_environment_the_operator_writes(
     )
     assert settings.log_level == "INFO" and not settings.embedded
     assert settings.server.reflection is False  # checklist I4: not in production by default
+    assert settings.server.admin_port == names.ADMIN_PORT  # checklist I4: Admin on its own port
+
+
+def test_admin_port_is_only_on_the_admin_service_and_open_only_to_the_operator() -> None:
+    """Checklist I4: the public Service (even a LoadBalancer) never carries the admin port."""
+    spec = example("ssoinstance-full")
+    exposed = spec.model_copy(
+        update={"service": spec.service.model_copy(update={"type": "LoadBalancer"})}
+    )
+    public = service.service(exposed, OWNER)["spec"]
+    assert public["type"] == "LoadBalancer"
+    assert names.ADMIN_PORT not in {p["port"] for p in public["ports"]}
+    admin = service.admin_service(OWNER)
+    assert admin["metadata"]["name"] == "sso-admin" and admin["spec"]["type"] == "ClusterIP"
+    assert [(p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [(50052, "admin")]
+    assert admin["spec"]["selector"] == public["selector"]
+    pod = service.deployment(exposed, OWNER, image=spec.image, config_checksum="c")
+    (container,) = pod["spec"]["template"]["spec"]["containers"]
+    assert {"name": "admin", "containerPort": 50052, "protocol": "TCP"} in container["ports"]
+    # NetworkPolicy: the public rule does not open 50052; the admin rule opens only it,
+    # by default to the operator's pods, else to spec.networkPolicy.adminIngressFrom.
+    public_rule, admin_rule = network.server(spec, OWNER)["spec"]["ingress"]
+    assert 50052 not in {p["port"] for p in public_rule["ports"]}
+    assert [p["port"] for p in admin_rule["ports"]] == [50052]
+    assert admin_rule["from"] == [network.OPERATOR_PEER]
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
+    policy = spec.network_policy.model_copy(
+        update={
+            "admin_ingress_from": parse_instance_spec(
+                {"networkPolicy": {"adminIngressFrom": [peer]}}
+            ).network_policy.admin_ingress_from
+        }
+    )
+    custom = spec.model_copy(update={"network_policy": policy})
+    assert network.server(custom, OWNER)["spec"]["ingress"][1]["from"] == [peer]
 
 
 def test_grpc_reflection_is_opt_in() -> None:

@@ -246,6 +246,7 @@ async def apply_all(spec: SSOInstanceSpec, owner: Owner, body: kopf.Body) -> Out
     outcome.cache_missing = await apply_cache(spec, owner)
     await apply_network(spec, owner)
     await kube.apply(service.service(spec, owner))
+    await kube.apply(service.admin_service(owner))
     await _apply_or_delete(
         service.pod_disruption_budget(spec, owner),
         "policy/v1",

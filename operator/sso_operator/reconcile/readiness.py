@@ -279,6 +279,7 @@ def status(
         "phase": phase_name,
         "conditions": merged,
         "endpoint": names.grpc_endpoint(owner.name, owner.namespace),
+        "adminEndpoint": names.admin_endpoint(owner.name, owner.namespace),
         "issuer": issuer,
         "jwksUri": names.jwks_uri(issuer),
         "replicas": replicas,

@@ -42,6 +42,8 @@ def environment(spec: SSOInstanceSpec, *, name: str, namespace: str) -> dict[str
         "SSO_SERVER__HOST": "0.0.0.0",  # noqa: S104 - inside the pod; NetworkPolicy guards it
         "SSO_SERVER__HTTP_HOST": "0.0.0.0",  # noqa: S104
         "SSO_SERVER__PORT": str(names.GRPC_PORT),
+        # Admin on its own port, which only the <name>-admin Service carries (checklist I4).
+        "SSO_SERVER__ADMIN_PORT": str(names.ADMIN_PORT),
         "SSO_SERVER__HTTP_PORT": str(names.HTTP_PORT),
         "SSO_SERVER__DRAIN_DELAY": "5",
         "SSO_SERVER__REFLECTION": str(security.grpc_reflection).lower(),

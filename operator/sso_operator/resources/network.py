@@ -5,8 +5,10 @@ password is the only thing between a pod and the rate-limit counters. So
 PostgreSQL accepts only the service, migration, legacy-import and backup pods
 of its own instance (backup and restore-test pods carry ``app.kubernetes.io/component:
 backup``), and its own replicas (streaming replication); Redis accepts only
-the service. The service itself is reachable on its two ports from the peers
-in ``spec.networkPolicy.ingressFrom`` (from anywhere when that list is empty).
+the service. The service itself is reachable on its two public ports from the
+peers in ``spec.networkPolicy.ingressFrom`` (from anywhere when that list is
+empty), and on its admin port only from ``spec.networkPolicy.adminIngressFrom``:
+by default the operator's own pods, in whatever namespace the chart put them.
 """
 
 from __future__ import annotations
@@ -48,11 +50,22 @@ def _tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
+#: The chart's operator pods (its selector label), in any namespace: the ClientApp
+#: controller is the admin port's one client unless ``adminIngressFrom`` names others.
+OPERATOR_PEER: dict[str, Any] = {
+    "namespaceSelector": {},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "sso-operator"}},
+}
+
+
 def server(spec: SSOInstanceSpec, owner: Owner) -> dict[str, Any]:
+    policy = spec.network_policy
     rule: dict[str, Any] = {"ports": _tcp(names.GRPC_PORT, names.HTTP_PORT)}
-    if spec.network_policy.ingress_from:
-        rule["from"] = [dump(peer) for peer in spec.network_policy.ingress_from]
-    return _policy(owner, COMPONENT_SERVER, [rule])
+    if policy.ingress_from:
+        rule["from"] = [dump(peer) for peer in policy.ingress_from]
+    admin_from = [dump(peer) for peer in policy.admin_ingress_from] or [OPERATOR_PEER]
+    admin = {"ports": _tcp(names.ADMIN_PORT), "from": admin_from}
+    return _policy(owner, COMPONENT_SERVER, [rule, admin])
 
 
 def database(owner: Owner) -> dict[str, Any]:

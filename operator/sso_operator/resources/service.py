@@ -1,5 +1,8 @@
 """The SSO service itself: Deployment, Service, PodDisruptionBudget, HorizontalPodAutoscaler.
 
+The public Service carries the gRPC and HTTP ports; the admin port (sso.v1.Admin
+alone, checklist I4) has a ClusterIP Service of its own.
+
 Why this module exists: the Deployment carries the operational promises of the
 service (gRPC probes where liveness never depends on the database, a hardened
 pod, rolling updates that never drop below the desired count, pods rolled when
@@ -31,6 +34,7 @@ from sso_operator.spec import SSOInstanceSpec
 
 GRPC = "grpc"
 HTTP = "http"
+ADMIN = "admin"
 
 
 def _grpc_probe(service: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
@@ -73,6 +77,7 @@ def deployment(
         "ports": [
             {"name": GRPC, "containerPort": names.GRPC_PORT, "protocol": "TCP"},
             {"name": HTTP, "containerPort": names.HTTP_PORT, "protocol": "TCP"},
+            {"name": ADMIN, "containerPort": names.ADMIN_PORT, "protocol": "TCP"},
         ],
         "envFrom": [{"configMapRef": {"name": names.config_map(owner.name)}}],
         "env": config.secret_environment(spec, owner),
@@ -166,6 +171,29 @@ def service(spec: SSOInstanceSpec, owner: Owner) -> dict[str, Any]:
                     "protocol": "TCP",
                     "appProtocol": "http",
                 },
+            ],
+        },
+    }
+
+
+def admin_service(owner: Owner) -> dict[str, Any]:
+    """The admin port's own Service: always ClusterIP, whatever ``spec.service.type`` says,
+    so a LoadBalancer or NodePort public Service never exposes sso.v1.Admin."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, names.admin_service(owner.name), COMPONENT_SERVER),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(owner, COMPONENT_SERVER),
+            "ports": [
+                {
+                    "name": ADMIN,
+                    "port": names.ADMIN_PORT,
+                    "targetPort": ADMIN,
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                }
             ],
         },
     }
