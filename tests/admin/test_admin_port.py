@@ -129,14 +129,8 @@ async def test_without_admin_port_admin_stays_on_the_public_port(
         await stop(up)
 
 
-async def test_cli_finds_the_admin_port_from_sso_admin_target(running: Running) -> None:
-    """`sso admin` reads $SSO_ADMIN_TARGET before $SSO_TARGET (which names the public port)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    environ |= {
-        "SSO_ADMIN_TOKEN": TOKEN,
-        "SSO_TARGET": running.target,
-        "SSO_ADMIN_TARGET": f"127.0.0.1:{running.server.admin_port}",
-    }
+async def _list_apps(environ: dict[str, str]) -> tuple[int, str, str]:
+    """`sso admin list-apps` in a subprocess (the server runs on this test's loop)."""
     proc = await asyncio.create_subprocess_exec(
         SSO,
         "admin",
@@ -146,16 +140,20 @@ async def test_cli_finds_the_admin_port_from_sso_admin_target(running: Running) 
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
+async def test_cli_finds_the_admin_port_from_sso_admin_target(running: Running) -> None:
+    """`sso admin` reads $SSO_ADMIN_TARGET before $SSO_TARGET (which names the public port)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    environ |= {
+        "SSO_ADMIN_TOKEN": TOKEN,
+        "SSO_TARGET": running.target,
+        "SSO_ADMIN_TARGET": f"127.0.0.1:{running.server.admin_port}",
+    }
+    code, out, err = await _list_apps(environ)
+    assert code == 0, err
     assert running.app.id in {a["app_id"] for a in json.loads(out)["apps"]}
     del environ["SSO_ADMIN_TARGET"]  # the public port: the CLI reports UNIMPLEMENTED
-    proc = await asyncio.create_subprocess_exec(
-        SSO,
-        "admin",
-        "list-apps",
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode != 0 and "UNIMPLEMENTED" in err.decode()
+    code, _, err = await _list_apps(environ)
+    assert code != 0 and "UNIMPLEMENTED" in err

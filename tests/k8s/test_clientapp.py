@@ -58,6 +58,15 @@ def app_status(kube: Any, namespace: str) -> Any:
     return get_or_none(kube, "clientapp", "billing", namespace)
 
 
+def wait_ready(kube: Any, namespace: str) -> Any:
+    """The ClientApp ``billing`` once its phase is Ready."""
+    return wait_for(
+        lambda: app_status(kube, namespace),
+        lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
+        "phase Ready",
+    )
+
+
 def test_clientapp_lifecycle(
     kube_cluster: Any,
     namespace: str,
@@ -115,11 +124,7 @@ def test_clientapp_lifecycle(
 
             # 3. The token reaches the service (as a mounted Secret would): registered, Ready.
             sso.mount_admin_token(token)
-            app = wait_for(
-                lambda: app_status(kube, namespace),
-                lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
-                "phase Ready",
-            )
+            app = wait_ready(kube, namespace)
             status = app["status"]
             app_id = status["appId"]
             assert [c["type"] for c in status["conditions"]] == [
@@ -287,11 +292,7 @@ def test_scheduled_rotation_keeps_the_previous_secret_for_the_overlap(
                 "credentialsSecret": {"name": "custom-name"},
             }
             kube.apply(clientapp_manifest("billing", namespace, spec))
-            app = wait_for(
-                lambda: app_status(kube, namespace),
-                lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
-                "phase Ready",
-            )
+            app = wait_ready(kube, namespace)
             app_id = app["status"]["appId"]
             first = secret_data(kube.get_json("secret", "custom-name", "-n", namespace))
             email = new_email("sched")
@@ -355,11 +356,7 @@ def test_clientapp_through_a_separate_admin_port(
             mark_instance_ready(kube, "sso", instance_namespace)
             spec = {"instanceRef": {"name": "sso", "namespace": instance_namespace}}
             kube.apply(clientapp_manifest("billing", namespace, spec))
-            app = wait_for(
-                lambda: app_status(kube, namespace),
-                lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
-                "phase Ready",
-            )
+            app = wait_ready(kube, namespace)
             app_id = app["status"]["appId"]
             data = secret_data(kube.get_json("secret", "billing-sso-credentials", "-n", namespace))
             assert (
@@ -464,11 +461,7 @@ def test_a_restarted_operator_resumes_without_registering_again(
         spec = {"instanceRef": {"name": "sso", "namespace": instance_namespace}}
         with operator(namespace, monkeypatch, overrides):
             kube.apply(clientapp_manifest("billing", namespace, spec))
-            app = wait_for(
-                lambda: app_status(kube, namespace),
-                lambda a: (a or {}).get("status", {}).get("phase") == "Ready",
-                "phase Ready",
-            )
+            app = wait_ready(kube, namespace)
         before = secret_data(kube.get_json("secret", "billing-sso-credentials", "-n", namespace))
         with operator(namespace, monkeypatch, overrides):
             # Resume, then at least one drift check (resync 1 s, timer tick 5 s).
