@@ -15,10 +15,12 @@ server-side apply, :func:`get`, :func:`create`, :func:`replace`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import random  # noqa: TID251 - retry jitter, nothing secret
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ RETRY_DELAYS: Mapping[int, float] = {
 #: Statuses that mean "this request is wrong": the manifest or patch we sent is invalid.
 PERMANENT_STATUSES = frozenset({400, 405, 415, 422})
 NETWORK_RETRY_DELAY = 5.0
+_JITTER = random.Random()  # noqa: S311 - spreads retries, nothing secret
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -377,6 +380,57 @@ async def merge_patch(
             content_type="application/merge-patch+json",
             params={"fieldManager": FIELD_MANAGER},
         )
+
+
+async def update_status(
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    compute: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+    *,
+    attempts: int = 10,
+) -> Mapping[str, Any] | None:
+    """Compare-and-swap on the status subresource; returns the change written.
+
+    Reads the object, asks ``compute`` for the change from its fresh status (None:
+    nothing to write), and merge-patches it together with the ``resourceVersion``
+    it read, so the API server refuses it (409) if anybody wrote in between; then
+    it reads again and recomputes. Why: a list in a merge patch replaces the whole
+    list, and ``status.conditions`` is one list whose entries separate handlers
+    (the reconciler, the key and backup timers) own and write concurrently; a
+    patch computed from an older copy put back entries another handler had just
+    changed. Returns ``{}`` when nothing needed writing, None when the object is gone.
+    A loser waits a random 0-20 ms, then up to 40, 80 ... 500 ms, before it reads again.
+    """
+    path = _path(api_version, kind, namespace, name) + "/status"
+    what = f"update status of {describe(kind, namespace, name)}"
+    for attempt in range(attempts):
+        if attempt:  # jittered backoff, as client-go's RetryOnConflict: losers spread out
+            await asyncio.sleep(_JITTER.uniform(0, min(0.5, 0.01 * 2**attempt)))
+        current = await get(api_version, kind, namespace, name)
+        if current is None:
+            return None
+        change = compute(current.get("status") or {})
+        if not change:
+            return {}
+        version = current["metadata"]["resourceVersion"]
+        body = {"metadata": {"resourceVersion": version}, "status": dict(change)}
+        try:
+            await request(
+                "PATCH",
+                path,
+                body=body,
+                content_type="application/merge-patch+json",
+                params={"fieldManager": FIELD_MANAGER},
+            )
+            return change
+        except ApiException as error:
+            if error.status != 409:
+                raise translate(error, what) from error
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
+            raise translate(error, what) from error
+    raise kopf.TemporaryError(f"{what} failed: lost {attempts} write races in a row", delay=1.0)
 
 
 async def delete(

@@ -29,7 +29,7 @@ import kopf
 
 from sso_operator import conditions, kube, names
 from sso_operator.conditions import Condition
-from sso_operator.handlers.keys import write_status
+from sso_operator.handlers.keys import write_condition, write_status
 from sso_operator.keys import format_ts
 from sso_operator.resources import backup
 from sso_operator.resources.common import (
@@ -322,7 +322,7 @@ async def run(body: kopf.Body, patch: kopf.Patch, *, apply: bool) -> None:
     if apply:
         await apply_objects(spec, Owner.from_body(body))
     status, condition, news = await observe(body, spec)
-    write_status(body, patch, "backup", status, condition)
+    await write_condition(body, write_status(body, patch, "backup", status, condition))
     announce(body, news)
 
 

@@ -21,7 +21,7 @@ Writes ``status.keys`` and the ``KeysReady`` condition only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -156,7 +156,7 @@ def condition_of(result: KeysResult) -> Condition:
     return Condition(conditions.KEYS_READY, "True", "KeysActive", message)
 
 
-def record(
+async def record(
     body: kopf.Body,
     spec: SSOInstanceSpec,
     result: KeysResult,
@@ -165,7 +165,8 @@ def record(
 ) -> None:
     """Status, condition and Events of one run."""
     name = body["metadata"]["name"]
-    write_status(body, patch, "keys", status_of(spec, name, result), condition_of(result))
+    changed = write_status(body, patch, "keys", status_of(spec, name, result), condition_of(result))
+    await write_condition(body, changed)
     if result.error is not None:
         kopf.warn(body, reason="KeySetInvalid", message=result.error)
         return
@@ -187,31 +188,61 @@ def record(
     logger.info(f"signing keys of {name}: active {plan.active.kid}, {len(plan.keys)} published")
 
 
+def _differs(found: Sequence[Mapping[str, Any]] | None, wanted: Condition, generation: Any) -> bool:
+    seen = conditions.find(found, wanted.type) or {}
+    return (
+        seen.get("status"),
+        seen.get("reason"),
+        seen.get("message"),
+        seen.get("observedGeneration"),
+    ) != (wanted.status, wanted.reason, wanted.message, generation)
+
+
 def write_status(
     body: Mapping[str, Any],
     patch: kopf.Patch,
     field: str,
     desired: Mapping[str, Any],
     condition: Condition,
-) -> None:
-    """Patch ``status.<field>`` and one condition, only where they differ from the body.
+) -> Condition | None:
+    """Patch ``status.<field>`` where it differs from the body; the condition to write, if any.
 
-    Timers run every minute; an unchanged status must not become a write.
+    Timers run every minute; an unchanged status must not become a write. The
+    condition is not put into ``patch``: the caller writes it with
+    :func:`write_condition`, which merges it into the freshest condition list.
     """
     status = body.get("status") or {}
     current = status.get(field) or {}
     wanted = {key: value for key, value in desired.items() if value is not None}
     if dict(current) != wanted:
         patch.status[field] = {**{key: None for key in current if key not in wanted}, **wanted}
-    seen = conditions.find(status.get("conditions"), condition.type) or {}
     generation = (body.get("metadata") or {}).get("generation")
-    if (
-        seen.get("status"),
-        seen.get("reason"),
-        seen.get("message"),
-        seen.get("observedGeneration"),
-    ) != (condition.status, condition.reason, condition.message, generation):
-        conditions.set_in_patch(patch, body, [condition], generation=generation)
+    return condition if _differs(status.get("conditions"), condition, generation) else None
+
+
+async def write_condition(body: Mapping[str, Any], condition: Condition | None) -> None:
+    """Merge one condition into the object's current list (a compare-and-swap, kube.update_status).
+
+    The reconciler and the other timer own the list's other entries and write them
+    concurrently; merging into the list as the body had it would put theirs back.
+    """
+    if condition is None:
+        return
+    meta = body["metadata"]
+    generation = meta.get("generation")
+
+    def change(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        found = status.get("conditions")
+        if not _differs(found, condition, generation):
+            return None
+        merged = conditions.merge(
+            found, [condition], generation=generation, order=conditions.INSTANCE_CONDITION_TYPES
+        )
+        return {"conditions": merged}
+
+    await kube.update_status(
+        f"{GROUP}/{VERSION}", "SSOInstance", meta["namespace"], meta["name"], change
+    )
 
 
 async def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
@@ -220,7 +251,7 @@ async def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     except InvalidSpecError:
         return  # the main handler records the invalid spec
     result = await reconcile_keys(body, spec)
-    record(body, spec, result, patch, logger)
+    await record(body, spec, result, patch, logger)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="signing-keys")

@@ -38,6 +38,8 @@ PLURAL = "ssoinstances"
 #: Seconds between resyncs of every instance (status and drift); read once at import.
 RESYNC_S = OperatorConfig.from_env().resync
 WAIT_DELAY_S = 5.0
+#: Status fields written by compare-and-swap (see :func:`reconcile`), not by kopf's patch.
+CAS_FIELDS = ("conditions", "phase")
 
 
 async def reconcile(
@@ -71,25 +73,32 @@ async def reconcile(
     owner = common.Owner.from_body(body)
     outcome = await children.apply_all(parsed, owner, body)
     observed = await readiness.observe(parsed, owner)
-    # Other handlers (keys, backups) write their conditions concurrently: start from the
-    # freshest copy, so this patch, which replaces the condition list, keeps theirs.
-    fresh = await kube.get(body["apiVersion"], body["kind"], owner.namespace, owner.name)
-    if fresh is not None:
-        foreign = {
-            c["type"]: c
-            for c in (fresh.get("status") or {}).get("conditions") or []
-            if c.get("type") in readiness.FOREIGN
-        }
-        kept = [
-            c for c in current.get("conditions") or [] if c.get("type") not in readiness.FOREIGN
-        ]
-        current = {**current, "conditions": kept + list(foreign.values())}
-    desired = readiness.status(
-        parsed, owner, observed, outcome, current=current, generation=generation
+    # Other handlers (keys, backups) write their conditions concurrently. The condition
+    # list and the phase derived from it are therefore written with a compare-and-swap
+    # on the freshest status (kube.update_status): computed again from it when someone
+    # wrote in between, so their entries survive. The other status fields go with
+    # kopf's patch, as only this handler writes them.
+    computed: dict[str, Mapping[str, Any]] = {}
+
+    def change(fresh: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        base = {**current, "conditions": fresh.get("conditions"), "phase": fresh.get("phase")}
+        desired = readiness.status(
+            parsed, owner, observed, outcome, current=base, generation=generation
+        )
+        computed["desired"], computed["base"] = desired, base
+        delta = readiness.changes(base, desired)
+        return {key: delta[key] for key in CAS_FIELDS if key in delta} or None
+
+    written = await kube.update_status(
+        body["apiVersion"], body["kind"], owner.namespace, owner.name, change
     )
+    if written is None:  # deleted meanwhile
+        return outcome
+    desired, seen = computed["desired"], computed["base"]
     for key, value in readiness.changes(current, desired).items():
-        patch.status[key] = value
-    if desired["phase"] != current.get("phase"):
+        if key not in CAS_FIELDS:
+            patch.status[key] = value
+    if desired["phase"] != seen.get("phase"):
         kind = "Warning" if desired["phase"] == readiness.DEGRADED else "Normal"
         ready = conditions.find(desired["conditions"], conditions.READY) or {}
         kopf.event(body, type=kind, reason=desired["phase"], message=str(ready.get("message", "")))
