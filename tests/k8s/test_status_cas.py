@@ -7,7 +7,9 @@ entry into the list as its (older) copy of the object had it puts back the
 other writers' old entries, or drops entries that appeared since. The first
 test shows that loss with plain merge patches; the second runs the same writers
 through ``kube.update_status`` (a compare-and-swap on ``resourceVersion``, what
-the handlers use) and loses nothing.
+the handlers use) and loses nothing; the timers' writers also write their own
+status field in the same swap, and the field left always matches the condition
+left (a reader never sees ``KeysReady`` without the ``status.keys`` it describes).
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from operator_support import get_or_none
 
 from sso_operator import conditions, kube
 from sso_operator.conditions import Condition
-from sso_operator.handlers import keys as key_handlers
+from sso_operator.handlers import timer_status
 
 API = "sso.dev/v1alpha1"
 TYPES = (conditions.DATABASE_READY, conditions.KEYS_READY, conditions.BACKUP_READY)
 WRITERS_PER_TYPE = 2  # e.g. a timer and a change handler
 WRITES = 20  # each writer, one after the other (a handler never races itself)
+# The status field each timer owns, and a string property of it the CRD keeps.
+FIELDS = {
+    conditions.KEYS_READY: ("keys", "activeKeyId"),
+    conditions.BACKUP_READY: ("backup", "lastBackupFile"),
+}
 
 INSTANCE = """
 apiVersion: sso.dev/v1alpha1
@@ -96,9 +103,10 @@ def test_compare_and_swap_writers_keep_every_entry(kube_cluster: Any, namespace:
         async def run() -> None:
             for n in range(WRITES):
                 wanted = _condition(type_, index, n)
-                # The timers' path (keys and backups) ...
-                if type_ != conditions.DATABASE_READY:
-                    await key_handlers.write_condition(body, wanted)
+                # The timers' path (keys and backups): their field and condition ...
+                if type_ in FIELDS:
+                    field, key = FIELDS[type_]
+                    await timer_status.write_status(body, field, {key: wanted.message}, wanted)
                 else:  # ... and the reconciler's: kube.update_status with its own merge
                     await kube.update_status(
                         API,
@@ -124,3 +132,6 @@ def test_compare_and_swap_writers_keep_every_entry(kube_cluster: Any, namespace:
         # The entry left is the last write of one of that type's writers.
         lasts = {f"writer {i} write {WRITES - 1}" for i in range(WRITERS_PER_TYPE)}
         assert final[type_] in lasts, (type_, final[type_])
+    status = get_or_none(kube_cluster, "ssoi", "sso", namespace)["status"]
+    for type_, (field, key) in FIELDS.items():
+        assert status[field] == {key: final[type_]}, (status[field], final[type_])

@@ -21,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
-from sso_operator import conditions, names
+from sso_operator import names
 from sso_operator.handlers import backup as handlers
+from sso_operator.handlers.timer_status import status_change
 from sso_operator.resources import backup
 from sso_operator.resources.common import Owner
 from sso_operator.spec import parse_instance_spec
@@ -321,25 +321,22 @@ def test_an_unchanged_status_is_not_written_again() -> None:
     assert report is not None
     status = handlers.backup_status({}, [report], [])
     cond = handlers.backup_condition(spec, status, cronjob_created=now, now=now)
-    body: dict[str, Any] = {"metadata": {"generation": 3}, "status": {}}
-    first = kopf.Patch()
-    to_write = handlers.write_status(body, first, "backup", status, cond)
-    assert first["status"]["backup"] == status
-    # The condition is not in kopf's patch: write_condition merges it into the freshest
-    # list (a compare-and-swap against the API server, tests/k8s/test_status_cas.py).
-    assert "conditions" not in first["status"] and to_write == cond
-    (written,) = conditions.merge([], [cond], generation=3)
+    first = status_change({}, "backup", status, cond, 3)
+    assert first is not None and first["backup"] == status
+    # The condition goes in the same patch as the field it describes, merged into the
+    # freshest list (a compare-and-swap against the API server, tests/k8s/test_status_cas.py).
+    (written,) = first["conditions"]
     assert (written["type"], written["reason"], written["observedGeneration"]) == (
         "BackupReady",
         "BackupSucceeded",
         3,
     )
-    body["status"] = {"backup": status, "conditions": [written]}
-    second = kopf.Patch()
-    assert handlers.write_status(body, second, "backup", status, cond) is None
-    assert dict(second) == {}
+    current = {"backup": status, "conditions": [written]}
+    assert status_change(current, "backup", status, cond, 3) is None
+    # A new generation rewrites only the condition.
+    assert set(status_change(current, "backup", status, cond, 4) or {}) == {"conditions"}
     # A field that disappears is deleted (None in a merge patch), not left behind.
-    third = kopf.Patch()
     smaller = {k: v for k, v in status.items() if k != "lastBackupFile"}
-    handlers.write_status(body, third, "backup", smaller, cond)
-    assert third["status"]["backup"]["lastBackupFile"] is None
+    third = status_change(current, "backup", smaller, cond, 3)
+    assert third is not None and set(third) == {"backup"}
+    assert third["backup"]["lastBackupFile"] is None

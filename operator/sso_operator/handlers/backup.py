@@ -29,7 +29,7 @@ import kopf
 
 from sso_operator import conditions, kube, names
 from sso_operator.conditions import Condition
-from sso_operator.handlers.keys import write_condition, write_status
+from sso_operator.handlers.timer_status import write_status
 from sso_operator.keys import format_ts
 from sso_operator.resources import backup
 from sso_operator.resources.common import (
@@ -314,7 +314,7 @@ def announce(body: kopf.Body, news: Sequence[tuple[str, JobReport]]) -> None:
             kopf.warn(body, reason=f"{kind}Failed", message=message)
 
 
-async def run(body: kopf.Body, patch: kopf.Patch, *, apply: bool) -> None:
+async def run(body: kopf.Body, *, apply: bool) -> None:
     try:
         spec = parse_instance_spec(body.get("spec") or {})
     except InvalidSpecError:
@@ -322,19 +322,19 @@ async def run(body: kopf.Body, patch: kopf.Patch, *, apply: bool) -> None:
     if apply:
         await apply_objects(spec, Owner.from_body(body))
     status, condition, news = await observe(body, spec)
-    await write_condition(body, write_status(body, patch, "backup", status, condition))
+    await write_status(body, "backup", status, condition)
     announce(body, news)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="backups")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="backups")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="backups")
-async def apply(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def apply(body: kopf.Body, **_: Any) -> None:
     """Create or update the backup volume, scripts and CronJobs."""
-    await run(body, patch, apply=True)
+    await run(body, apply=True)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="backup-results", interval=POLL_INTERVAL_S)
-async def results(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def results(body: kopf.Body, **_: Any) -> None:
     """Record the newest backup and restore-test results."""
-    await run(body, patch, apply=False)
+    await run(body, apply=False)

@@ -21,7 +21,7 @@ Writes ``status.keys`` and the ``KeysReady`` condition only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ import kopf
 
 from sso_operator import conditions, keys, kube, names
 from sso_operator.conditions import Condition
+from sso_operator.handlers.timer_status import write_status
 from sso_operator.keys import KeyEntry, KeySetFormatError, Plan, RotationPolicy
 from sso_operator.resources.common import Owner, metadata
 from sso_operator.spec import GROUP, VERSION, InvalidSpecError, SSOInstanceSpec, parse_instance_spec
@@ -160,13 +161,11 @@ async def record(
     body: kopf.Body,
     spec: SSOInstanceSpec,
     result: KeysResult,
-    patch: kopf.Patch,
     logger: kopf.Logger,
 ) -> None:
     """Status, condition and Events of one run."""
     name = body["metadata"]["name"]
-    changed = write_status(body, patch, "keys", status_of(spec, name, result), condition_of(result))
-    await write_condition(body, changed)
+    await write_status(body, "keys", status_of(spec, name, result), condition_of(result))
     if result.error is not None:
         kopf.warn(body, reason="KeySetInvalid", message=result.error)
         return
@@ -188,81 +187,24 @@ async def record(
     logger.info(f"signing keys of {name}: active {plan.active.kid}, {len(plan.keys)} published")
 
 
-def _differs(found: Sequence[Mapping[str, Any]] | None, wanted: Condition, generation: Any) -> bool:
-    seen = conditions.find(found, wanted.type) or {}
-    return (
-        seen.get("status"),
-        seen.get("reason"),
-        seen.get("message"),
-        seen.get("observedGeneration"),
-    ) != (wanted.status, wanted.reason, wanted.message, generation)
-
-
-def write_status(
-    body: Mapping[str, Any],
-    patch: kopf.Patch,
-    field: str,
-    desired: Mapping[str, Any],
-    condition: Condition,
-) -> Condition | None:
-    """Patch ``status.<field>`` where it differs from the body; the condition to write, if any.
-
-    Timers run every minute; an unchanged status must not become a write. The
-    condition is not put into ``patch``: the caller writes it with
-    :func:`write_condition`, which merges it into the freshest condition list.
-    """
-    status = body.get("status") or {}
-    current = status.get(field) or {}
-    wanted = {key: value for key, value in desired.items() if value is not None}
-    if dict(current) != wanted:
-        patch.status[field] = {**{key: None for key in current if key not in wanted}, **wanted}
-    generation = (body.get("metadata") or {}).get("generation")
-    return condition if _differs(status.get("conditions"), condition, generation) else None
-
-
-async def write_condition(body: Mapping[str, Any], condition: Condition | None) -> None:
-    """Merge one condition into the object's current list (a compare-and-swap, kube.update_status).
-
-    The reconciler and the other timer own the list's other entries and write them
-    concurrently; merging into the list as the body had it would put theirs back.
-    """
-    if condition is None:
-        return
-    meta = body["metadata"]
-    generation = meta.get("generation")
-
-    def change(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        found = status.get("conditions")
-        if not _differs(found, condition, generation):
-            return None
-        merged = conditions.merge(
-            found, [condition], generation=generation, order=conditions.INSTANCE_CONDITION_TYPES
-        )
-        return {"conditions": merged}
-
-    await kube.update_status(
-        f"{GROUP}/{VERSION}", "SSOInstance", meta["namespace"], meta["name"], change
-    )
-
-
-async def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+async def run(body: kopf.Body, logger: kopf.Logger) -> None:
     try:
         spec = parse_instance_spec(body.get("spec") or {})
     except InvalidSpecError:
         return  # the main handler records the invalid spec
     result = await reconcile_keys(body, spec)
-    await record(body, spec, result, patch, logger)
+    await record(body, spec, result, logger)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="signing-keys")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="signing-keys")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="signing-keys")
-async def apply(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+async def apply(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Create the key set, or adapt it to a changed spec (algorithm, intervals)."""
-    await run(body, patch, logger)
+    await run(body, logger)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="signing-keys-rotation", interval=TIMER_INTERVAL_S)
-async def rotate(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+async def rotate(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Rotate when due, remove retired keys when their time is up, keep the status current."""
-    await run(body, patch, logger)
+    await run(body, logger)
