@@ -23,8 +23,12 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from kopf._cogs.clients import errors as kopf_errors
 from kopf.testing import KopfRunner
+from kubernetes_asyncio.client.exceptions import ApiException
 from operator_support import get_or_none, wait_for
+
+from sso_operator import kube
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sso-operator"
@@ -32,10 +36,12 @@ MANIFESTS = REPO / "e2e" / "manifests"
 KUBE_VERSION = "v1.36.3"
 
 
-# An HTTP 403 as kopf and aiohttp print one ("'code': 403", "status=403", "403, message=")
-# or the word; not digits inside a word: a log timestamp's milliseconds ("12:00:00,403")
-# or a random signing key id ("20261128-rs256-403c0ad7", which once failed this test).
-HTTP_403 = re.compile(r"(?<![\w,.-])403(?!\w)|Forbidden")
+# An HTTP 403 as the operator and kopf report one: our kube.translate ("HTTP 403 ..."),
+# kopf's APIForbiddenError and the API server's "... is forbidden", kopf's fallback
+# warnings ("Not enough permissions"). Not a bare "403": --verbose output holds
+# timestamps ("12:00:00,403"), key ids ("rs256-403c0ad7") and resourceVersions ("'403'"),
+# each of which once failed this test.
+HTTP_403 = re.compile(r"HTTP 403|forbidden|not enough permissions", re.IGNORECASE)
 
 
 def helm_binary(kube_cluster: Any) -> str:
@@ -78,6 +84,24 @@ def render(kube_cluster: Any, release: str, namespace: str, *values: str) -> lis
         *values,
     )
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_the_403_check_matches_what_a_403_prints() -> None:
+    """The pattern the RBAC test greps the operator's output with, on what a 403 prints."""
+    error = ApiException(status=403, reason="Forbidden")
+    error.body = json.dumps({"kind": "Status", "message": 'secrets is forbidden: User "x"'})
+    printed = [
+        str(kube.translate(error, "get Secret ns/s")),
+        repr(
+            kopf_errors.APIForbiddenError(
+                {"code": 403, "message": "forbidden"}, status=403, headers={}
+            )
+        ),
+        "Not enough permissions to list namespaces. Falling back to ...",
+    ]
+    assert [bool(HTTP_403.search(line)) for line in printed] == [True, True, True], printed
+    harmless = "[12:00:00,403] 'resourceVersion': '403', active 20261128-rs256-403c0ad7"
+    assert HTTP_403.search(harmless) is None
 
 
 def test_chart_crds_are_identical_to_crds_dir() -> None:
