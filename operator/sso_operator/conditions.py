@@ -108,25 +108,3 @@ def merge(
         merged[condition.type] = entry
     rank = {type_: index for index, type_ in enumerate(order)}
     return [merged[key] for key in sorted(merged, key=lambda key: (rank.get(key, len(rank)), key))]
-
-
-def set_in_patch(
-    patch: Any,
-    body: Mapping[str, Any],
-    desired: Iterable[Condition],
-    *,
-    generation: int | None,
-    order: Sequence[str] = INSTANCE_CONDITION_TYPES,
-) -> None:
-    """Merge ``desired`` into ``patch.status.conditions``.
-
-    Several kopf handlers of one resource may run in one processing cycle and
-    share ``patch``; a list in a merge patch replaces the whole list, so each
-    handler starts from what an earlier handler already put in the patch and
-    falls back to the body's conditions. ``patch`` is a ``kopf.Patch`` (or any
-    mapping with a ``status`` mapping).
-    """
-    status = patch.setdefault("status", {}) if isinstance(patch, dict) else patch.status
-    pending = status.get("conditions")
-    current = pending if pending is not None else (body.get("status") or {}).get("conditions")
-    status["conditions"] = merge(current, desired, generation=generation, order=order)

@@ -12,22 +12,13 @@ Timers run every minute; an unchanged status is not written, nor even re-read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from sso_operator import conditions, kube
+from sso_operator import status as statuses
 from sso_operator.conditions import Condition
 from sso_operator.spec import GROUP, VERSION
-
-
-def _differs(found: Sequence[Mapping[str, Any]] | None, wanted: Condition, generation: Any) -> bool:
-    seen = conditions.find(found, wanted.type) or {}
-    return (
-        seen.get("status"),
-        seen.get("reason"),
-        seen.get("message"),
-        seen.get("observedGeneration"),
-    ) != (wanted.status, wanted.reason, wanted.message, generation)
 
 
 def status_change(
@@ -40,35 +31,36 @@ def status_change(
     """The merge patch that brings ``status`` to ``desired`` and ``condition``; None if none.
 
     ``desired`` values that are None are left out; keys the current field has and
-    ``desired`` lacks are deleted (None in a merge patch). The condition is merged
-    into the whole current list, which a merge patch replaces as one value.
+    ``desired`` lacks are deleted (status.merge_patch). The condition is merged into
+    the whole current list, which a merge patch replaces as one value; the list is
+    written only when the merge changed it (as the reconciler's readiness.changes).
     """
     current = status.get(field) or {}
     wanted = {key: value for key, value in desired.items() if value is not None}
     change: dict[str, Any] = {}
     if dict(current) != wanted:
-        change[field] = {**{key: None for key in current if key not in wanted}, **wanted}
+        change[field] = statuses.merge_patch(current, wanted)
     found = status.get("conditions")
-    if _differs(found, condition, generation):
-        change["conditions"] = conditions.merge(
-            found, [condition], generation=generation, order=conditions.INSTANCE_CONDITION_TYPES
-        )
+    merged = conditions.merge(
+        found, [condition], generation=generation, order=conditions.INSTANCE_CONDITION_TYPES
+    )
+    if merged != found:
+        change["conditions"] = merged
     return change or None
 
 
 async def write_status(
     body: Mapping[str, Any], field: str, desired: Mapping[str, Any], condition: Condition
-) -> Mapping[str, Any] | None:
-    """Write ``status.<field>`` and ``condition`` in one compare-and-swap; the change written.
+) -> None:
+    """Write ``status.<field>`` and ``condition`` in one compare-and-swap.
 
-    Returns None when the body already shows both (no request is made) or the
-    object is gone, ``{}`` when the fresh copy already had them.
+    No request at all when the body already shows both.
     """
     meta = body["metadata"]
     generation = meta.get("generation")
     if status_change(body.get("status") or {}, field, desired, condition, generation) is None:
-        return None
-    return await kube.update_status(
+        return
+    await kube.update_status(
         f"{GROUP}/{VERSION}",
         "SSOInstance",
         meta["namespace"],
